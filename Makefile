@@ -1,0 +1,57 @@
+# inboxsort: `make run` starts the daemon on config.toml, `make test` runs lint + tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED := $(abspath ../shared)
+DATA ?= $(SHARED)/datasets/cats_and_dogs_filtered
+
+# Offline ImageNet weights: Keras reads $KERAS_HOME/models before it downloads.
+ifneq ($(wildcard $(SHARED)/keras/models),)
+export KERAS_HOME := $(SHARED)/keras
+endif
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+# The exact recipe of the shipped model (see README, Results).
+MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
+	--fine-tune-at 100 --batch-size 32 --seed 1337
+
+.PHONY: install run test lint pytest model bench bench-daemon clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/inboxsort --config config.toml run
+
+lint: install
+	$(BIN)/ruff check inboxsort tests bench
+	$(BIN)/ruff format --check inboxsort tests bench
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+test: lint pytest
+
+model: install
+	rm -rf build/model
+	mkdir -p build bench/results
+	$(BIN)/inboxsort train $(MODEL_FLAGS) --export build/model 2>&1 | tee build/model.log
+	rm -rf inboxsort/builtin_model
+	mv build/model inboxsort/builtin_model
+	grep -v -e '━' -e '\[1m' build/model.log > bench/results/model.log || true
+
+bench: bench-daemon
+
+bench-daemon: install
+	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt
+
+clean:
+	rm -rf $(VENV) build var .pytest_cache .mypy_cache .ruff_cache

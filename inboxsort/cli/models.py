@@ -1,0 +1,216 @@
+"""Model commands: train, evaluate, classify, models list|activate|rollback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from inboxsort.config import Config
+from inboxsort.errors import BadImage, ConfigError, ModelError
+
+
+def open_store(config: Config) -> Any:
+    """The model registry on the configured database and models folder."""
+    from inboxsort.db import open_database
+    from inboxsort.trainer.registry import ModelStore
+
+    return ModelStore(config.paths.models, open_database(config.database.url))
+
+
+def add_commands(sub: Any) -> None:
+    """Register the model commands on the CLI's subparsers."""
+    train = sub.add_parser("train", help="train a model with the transfer-learning recipe")
+    train.add_argument("--data", type=Path, help="folder of class folders, or train/ + validation/")
+    train.add_argument("--epochs", type=int, help="phase 1 epochs (frozen base)")
+    train.add_argument("--fine-tune-epochs", type=int, help="phase 2 epochs (0 skips it)")
+    train.add_argument("--fine-tune-at", type=int, help="unfreeze base layers from this index")
+    train.add_argument("--image-size", type=int, help="input size in pixels (160 or 224, ...)")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--activate", action="store_true", help="serve the new version")
+    train.add_argument("--export", type=Path, help="write the model folder here; register nothing")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a model on a folder of class folders")
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--model", type=int, help="version (default: the active one)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    classify = sub.add_parser("classify", help="print label and score per file; moves nothing")
+    classify.add_argument("files", nargs="+", type=Path)
+    classify.add_argument("--model", type=int)
+    classify.add_argument("--json", action="store_true")
+    classify.set_defaults(handler=cmd_classify)
+
+    models = sub.add_parser("models", help="list, activate or roll back model versions")
+    msub = models.add_subparsers(dest="action", required=True)
+    listing = msub.add_parser("list", help="registered versions and the shipped default")
+    listing.add_argument("--json", action="store_true")
+    act = msub.add_parser("activate", help="serve a version (0 is the shipped default)")
+    act.add_argument("version", type=int)
+    msub.add_parser("rollback", help="serve the active version's parent")
+    models.set_defaults(handler=cmd_models)
+
+
+def _train_options(config: Config, args: argparse.Namespace) -> Any:
+    from inboxsort.trainer.train import TrainOptions
+
+    t = config.train
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        return default if value is None else value
+
+    return TrainOptions(
+        image_size=pick("image_size", t.image_size),
+        batch_size=pick("batch_size", t.batch_size),
+        epochs=pick("epochs", t.epochs),
+        fine_tune_epochs=pick("fine_tune_epochs", t.fine_tune_epochs),
+        fine_tune_at=pick("fine_tune_at", t.fine_tune_at),
+        learning_rate=t.learning_rate,
+        fine_tune_learning_rate=t.fine_tune_learning_rate,
+        label_smoothing=pick("label_smoothing", t.label_smoothing),
+        seed=pick("seed", t.seed),
+        verbose=0 if args.quiet else 1,
+    )
+
+
+def cmd_train(config: Config, args: argparse.Namespace) -> int:
+    """Train a model; register it (or export it to a folder)."""
+    from inboxsort.trainer.artifact import write_version_folder
+    from inboxsort.trainer.train import summary_table, train
+
+    data = args.data or config.train.data
+    if data is None:
+        raise ConfigError("config: train.data is not set: pass --data DIR")
+    result = train(data, _train_options(config, args))
+    if args.export:
+        if args.export.exists():
+            shutil.rmtree(args.export)
+        write_version_folder(result.model, result.card, args.export)
+        where = str(args.export)
+    else:
+        store = open_store(config)
+        info = store.register(
+            result.model, result.card, parent=None, activate=args.activate, note="inboxsort train"
+        )
+        where = f"version {info.version} in {info.path}" + (" (active)" if info.active else "")
+    print(f"trained {where}\n{summary_table(result.card)}")
+    return 0
+
+
+def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
+    """Accuracy, per-class figures and errors of a model on DIR/<class>/ images."""
+    from inboxsort.trainer.dataset import discover_flat, load_arrays
+    from inboxsort.trainer.evaluate import predict_all, score
+
+    classifier = open_store(config).load(args.model)
+    samples = discover_flat(args.data, classifier.classes)
+    x, y, skipped = load_arrays(samples, image_size=classifier.image_size)
+    kept = [s for s in samples if s.path not in {p for p, _ in skipped}]
+    probs = predict_all(classifier, x)
+    result = score(probs, y, classifier.classes)
+    errors = [
+        {
+            "path": str(s.path),
+            "label": classifier.classes[s.label],
+            "predicted": classifier.classes[int(p.argmax())],
+            "score": round(float(p.max()), 4),
+        }
+        for s, p in zip(kept, probs, strict=True)
+        if int(p.argmax()) != s.label
+    ]
+    out = {
+        **result,
+        "model_version": classifier.version,
+        "classes": list(classifier.classes),
+        "errors": errors,
+        "unreadable": [{"path": str(p), "error": why} for p, why in skipped],
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(
+        f"model version {classifier.version}: accuracy {out['accuracy']:.4f} on {out['n']} images"
+    )
+    for name, m in result["per_class"].items():
+        p, r = m["precision"], m["recall"]
+        print(
+            f"  {name:<12} precision {p if p is None else f'{p:.4f}'}  "
+            f"recall {r if r is None else f'{r:.4f}'}  n {m['support']}"
+        )
+    print(f"  confusion (rows true, columns predicted): {result['confusion']}")
+    for e in errors:
+        print(f"  wrong: {e['path']}: {e['label']} → {e['predicted']} ({e['score']})")
+    for u in out["unreadable"]:
+        print(f"  unreadable: {u['path']}: {u['error']}")
+    return 0
+
+
+def cmd_classify(config: Config, args: argparse.Namespace) -> int:
+    """Label and score for each file, without moving anything."""
+    import numpy as np
+
+    from inboxsort.imageio import load_image
+
+    classifier = open_store(config).load(args.model)
+    rows: list[dict[str, Any]] = []
+    pixels, where = [], []
+    for path in args.files:
+        try:
+            pixels.append(load_image(path, classifier.image_size))
+            where.append(len(rows))
+            rows.append({"path": str(path)})
+        except (BadImage, OSError) as exc:
+            rows.append({"path": str(path), "error": str(exc)})
+    if pixels:
+        for index, pred in zip(where, classifier.predict(np.stack(pixels)), strict=True):
+            rows[index].update(label=pred.label, score=round(pred.score, 4))
+    for row in rows:
+        row["model_version"] = classifier.version
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            if "error" in row:
+                print(f"{row['path']}\tERROR\t{row['error']}")
+            else:
+                print(f"{row['path']}\t{row['label']}\t{row['score']:.4f}")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def cmd_models(config: Config, args: argparse.Namespace) -> int:
+    """models list|activate|rollback."""
+    store = open_store(config)
+    if args.action == "activate":
+        store.activate(args.version)
+        print(f"version {args.version} is active")
+    elif args.action == "rollback":
+        print(f"rolled back: version {store.rollback()} is active")
+    elif args.json:
+        print(json.dumps([v.to_json() for v in store.versions()], indent=2))
+    else:
+        for v in store.versions():
+            acc = ((v.metrics or {}).get("test") or {}).get("accuracy")
+            mark = "*" if v.active else " "
+            when = "builtin" if v.builtin else (v.created_at or "")[:19]
+            print(
+                f"{mark} {v.version:>4}  {when:<19}"
+                f"  {v.image_size or '?'}px  test accuracy {acc if acc is None else f'{acc:.4f}'}"
+                f"  {v.path}"
+            )
+    return 0
+
+
+def require_model(store: Any) -> Any:
+    """Load the active model or stop with a config-level error (exit 2)."""
+    try:
+        return store.load()
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,111 @@
+"""The one image loader that training and serving share, so their pixels cannot drift apart."""
+
+from __future__ import annotations
+
+import errno
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from inboxsort.errors import BadImage
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
+)
+
+# Errors that say "try again later" (a file still locked, a full disk, an NFS hiccup) rather
+# than "this file is bad": the daemon retries these instead of moving the file to failed/.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ENOSPC, errno.EDQUOT, errno.ESTALE, errno.EIO}
+)
+
+# Pillow's own limit (about 89 megapixels) is a warning at 1x and an error at 2x; we make the
+# warning an error too, so a bomb is refused before it is decoded.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole file; OSError propagates so the caller can tell transient from bad."""
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited on white, as a viewer shows it."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        scaled = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled, mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Decode image bytes to a uint8 array of shape (size, size, 3); BadImage if unusable."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise BadImage(
+                    f"decompression bomb: {width}x{height} pixels exceeds the limit of {MAX_PIXELS}"
+                )
+            if image.format == "JPEG":
+                # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale: several times faster
+                # for camera photos, and still at least twice the target size.
+                image.draft("RGB", (size * 2, size * 2))
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            rgb = _to_rgb(image)
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(rgb, dtype=np.uint8)
+    except BadImage:
+        raise
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise BadImage(_reason(exc, data)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise BadImage(f"cannot decode: {exc}") from None
+    if array.shape != (size, size, 3):
+        raise BadImage(f"decoded to an unexpected shape {array.shape}")
+    return array
+
+
+def _reason(exc: Exception, data: bytes) -> str:
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"decompression bomb: {exc}"
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "not an image: HTML"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in data[:512]):
+        return "not an image: text"
+    return "not an image Pillow can read"
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """Load one image file as a uint8 (size, size, 3) array: the loader training and serving use."""
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        if exc.errno in TRANSIENT_ERRNOS:
+            raise
+        raise BadImage(f"cannot read: {exc.strerror or exc}") from None
+    return decode_image(data, size)
