@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from inboxsort.errors import ConfigError
 
@@ -264,10 +263,11 @@ def parse_config(raw: dict[str, Any], *, base: Path, source: Path | None = None)
         if name == "logging" and "level" in values:
             values["level"] = values["level"].upper()
         sections[name] = cls(**values)
-    if "paths" not in sections:
-        sections["paths"] = _resolve_paths(PathsConfig(), base)
-    if "database" not in sections:
-        sections["database"] = DatabaseConfig(_resolve_db_url(DatabaseConfig().url, base))
+    # Defaults are relative too; resolving every path here (base / absolute is a no-op)
+    # covers a [paths] table that sets only some keys.
+    sections["paths"] = _resolve_paths(sections.get("paths", PathsConfig()), base)
+    database = sections.get("database", DatabaseConfig())
+    sections["database"] = dataclasses.replace(database, url=_resolve_db_url(database.url, base))
     config = Config(**sections, source=source)
     _cross_check(config)
     return config
@@ -320,6 +320,8 @@ def load_config(path: Path | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config: {path} is not UTF-8 text: {exc}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

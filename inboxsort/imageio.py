@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,30 +55,30 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise BadImage(
-                    f"decompression bomb: {width}x{height} pixels exceeds the limit of {MAX_PIXELS}"
-                )
-            if image.format == "JPEG":
-                # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale: several times faster
-                # for camera photos, and still at least twice the target size.
-                image.draft("RGB", (size * 2, size * 2))
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            rgb = _to_rgb(image)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(rgb, dtype=np.uint8)
+        # An explicit pixel check instead of warnings.catch_warnings(), which is not
+        # thread-safe and the daemon decodes on a pool of threads.
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise BadImage(
+                f"decompression bomb: {width}x{height} ({width * height} pixels) exceeds the limit"
+                f" of {MAX_PIXELS}"
+            )
+        if image.format == "JPEG":
+            # Draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale: several times faster
+            # for camera photos, and still at least twice the target size.
+            image.draft("RGB", (size * 2, size * 2))
+        image.load()
+        upright = ImageOps.exif_transpose(image) or image
+        rgb = _to_rgb(upright)
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        array = np.asarray(rgb, dtype=np.uint8)
     except BadImage:
         raise
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
     ) as exc:
         raise BadImage(_reason(exc, data)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:

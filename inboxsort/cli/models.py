@@ -136,9 +136,8 @@ def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(
-        f"model version {classifier.version}: accuracy {out['accuracy']:.4f} on {out['n']} images"
-    )
+    accuracy = "n/a" if out["accuracy"] is None else f"{out['accuracy']:.4f}"
+    print(f"model version {classifier.version}: accuracy {accuracy} on {out['n']} images")
     for name, m in result["per_class"].items():
         p, r = m["precision"], m["recall"]
         print(
