@@ -1,0 +1,207 @@
+"""ORM schema of the inboxsort database: images, corrections, model versions, daemon state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+STATUS_PENDING = "pending"
+STATUS_FILED = "filed"
+STATUS_FAILED = "failed"
+STATUS_DELETED = "deleted"  # the user removed the file from the library
+STATUS_DUPLICATE = "duplicate"  # moved to the duplicates/ folder
+
+SOURCE_MOVE = "move"
+SOURCE_LABEL = "label"
+SOURCE_REVIEW = "review"
+SOURCE_RECLASSIFY = "reclassify"
+
+DAEMON_ROW_ID = 1
+
+DAEMON_STARTING = "starting"
+DAEMON_RUNNING = "running"
+DAEMON_STOPPING = "stopping"
+DAEMON_STOPPED = "stopped"
+
+# Explicit constraint names: Alembic batch mode on SQLite and later PostgreSQL migrations
+# need stable names to drop or alter constraints; 0001_initial.py uses the same names.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A DateTime that only accepts aware datetimes and always returns aware UTC ones."""
+
+    # TIMESTAMP WITH TIME ZONE on PostgreSQL; SQLite has no zone support, so values are
+    # normalised to UTC and stored naive there, then re-tagged as UTC when read back.
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        """Validate and normalise a datetime to UTC before it is written."""
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            # A naive value is ambiguous (local time? UTC?); refuse rather than guess.
+            raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC datetime")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        """Return a stored value as an aware UTC datetime."""
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw text written by something other than SQLAlchemy
+            value = dt.datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all inboxsort tables."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Image(Base):
+    """One file seen in the inbox, and where it is now."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_device_inode", "device", "inode"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Unknown (NULL) for files that could not be read.
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    original_name: Mapped[str] = mapped_column(String, nullable=False)
+    source_path: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    path: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    # Written before the move so that a crash between the two can be recovered.
+    dest_path: Mapped[str | None] = mapped_column(String)
+    label: Mapped[str | None] = mapped_column(String)
+    score: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, index=True, default=STATUS_PENDING
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(Integer, ForeignKey("images.id"))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    device: Mapped[int | None] = mapped_column(BigInteger)
+    inode: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    classified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    filed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+    def __repr__(self) -> str:
+        return f"Image(id={self.id!r}, status={self.status!r}, path={self.path!r})"
+
+
+class Correction(Base):
+    """A label fixed by the user (by moving a file, labelling it, or reviewing it)."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("images.id"), nullable=False, index=True
+    )
+    old_label: Mapped[str | None] = mapped_column(String)
+    new_label: Mapped[str] = mapped_column(String, nullable=False)
+    source: Mapped[str] = mapped_column(String(16), nullable=False)
+    old_path: Mapped[str | None] = mapped_column(String)
+    new_path: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The model version whose training consumed this correction; NULL = not used yet.
+    used_in_version: Mapped[int | None] = mapped_column(Integer)
+
+    def __repr__(self) -> str:
+        return f"Correction(id={self.id!r}, image_id={self.image_id!r}, new={self.new_label!r})"
+
+
+class ModelVersion(Base):
+    """A trained model on disk; the caller chooses the version number."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    path: Mapped[str] = mapped_column(String, nullable=False)
+    metrics: Mapped[Any] = mapped_column(JSON, nullable=False, default=dict)
+    active: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    parent: Mapped[int | None] = mapped_column(Integer)
+    promoted: Mapped[bool | None] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
+    image_size: Mapped[int | None] = mapped_column(Integer)
+    classes: Mapped[Any | None] = mapped_column(JSON)
+
+    def __repr__(self) -> str:
+        return f"ModelVersion(version={self.version!r}, active={self.active!r})"
+
+
+class DaemonState(Base):
+    """The single row (id DAEMON_ROW_ID) where the running daemon reports its health."""
+
+    __tablename__ = "daemon_state"
+
+    id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, default=DAEMON_ROW_ID
+    )
+    pid: Mapped[int | None] = mapped_column(Integer)
+    hostname: Mapped[str | None] = mapped_column(String)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    queue_depth: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    in_flight: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    processed: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    failed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    last_batch_size: Mapped[int | None] = mapped_column(Integer)
+    last_batch_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_batch_ms: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    # One of DAEMON_STARTING / DAEMON_RUNNING / DAEMON_STOPPING / DAEMON_STOPPED.
+    state: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=DAEMON_STOPPED, server_default=DAEMON_STOPPED
+    )
+
+    def __repr__(self) -> str:
+        return f"DaemonState(pid={self.pid!r}, state={self.state!r})"
