@@ -1,0 +1,46 @@
+"""The small frozen records that pass from one daemon stage to the next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A path the watcher or a scan saw; `closed` means a writer closed it after writing."""
+
+    path: Path
+    closed: bool = False
+    is_dir: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A settled file taken for processing, identified by device and inode."""
+
+    path: Path
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    is_symlink: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A claimed file after reading: its pixels, or the reason it cannot be used."""
+
+    claim: Claim
+    sha256: str | None
+    pixels: np.ndarray | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the image decoded and can be classified."""
+        return self.pixels is not None

@@ -1,0 +1,92 @@
+"""Watching: a thin watchdog adapter that only enqueues, the observer factory, and the scan."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import queue
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from inboxsort.config import WatchConfig
+from inboxsort.daemon.records import Arrival
+
+
+class Ignore:
+    """Shell patterns matched against every path component below the watched root."""
+
+    def __init__(self, root: Path, patterns: Sequence[str]) -> None:
+        self.root = root
+        self.patterns = tuple(patterns)
+
+    def __call__(self, path: Path) -> bool:
+        """True when path (or a folder it sits in) matches an ignore pattern."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return True
+        return any(fnmatch.fnmatchcase(part, pat) for part in parts for pat in self.patterns)
+
+
+def _as_path(raw: str | bytes) -> Path:
+    return Path(os.fsdecode(raw))
+
+
+class InboxHandler(FileSystemEventHandler):
+    """Turns watchdog events into Arrivals on a queue; no filtering, no I/O, never blocks."""
+
+    def __init__(self, arrivals: queue.SimpleQueue[Arrival]) -> None:
+        self.arrivals = arrivals
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Enqueue the path an event brings into view."""
+        if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+            self.arrivals.put(Arrival(_as_path(event.src_path)))
+        elif isinstance(event, FileClosedEvent):
+            self.arrivals.put(Arrival(_as_path(event.src_path), closed=True))
+        elif isinstance(event, FileMovedEvent):
+            self.arrivals.put(Arrival(_as_path(event.dest_path)))
+        elif isinstance(event, (DirCreatedEvent, DirMovedEvent)):
+            # A folder moved in brings files that raise no events of their own: scan it.
+            target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+            self.arrivals.put(Arrival(_as_path(target), is_dir=True))
+
+
+def make_observer(config: WatchConfig) -> Any:
+    """An inotify observer, or a polling one for network shares where inotify is silent."""
+    if config.polling:
+        return PollingObserver(timeout=config.poll_interval_seconds)
+    return Observer()
+
+
+def scan(root: Path, *, recursive: bool, ignore: Ignore) -> Iterator[Path]:
+    """Every non-ignored file (and symlink) under root; symlinked folders are not followed."""
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except PermissionError:
+        return
+    for entry in sorted(entries, key=lambda e: e.name):
+        path = Path(entry.path)
+        if ignore(path):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                yield from scan(path, recursive=True, ignore=ignore)
+        else:
+            yield path
