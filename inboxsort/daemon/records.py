@@ -11,11 +11,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Arrival:
-    """A path the watcher or a scan saw; `closed` means a writer closed it after writing."""
+    """A path the watcher or a scan saw; `closed` means a writer closed it after writing.
+
+    `delay` holds a retry back (seconds) after a transient error such as a busy file.
+    """
 
     path: Path
     closed: bool = False
     is_dir: bool = False
+    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Decoded:
     sha256: str | None
     pixels: np.ndarray | None
     error: str | None
+    # Set for an image that decoded; filled in by the model before filing.
+    label: str | None = None
+    score: float | None = None
+    model_version: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -40,6 +40,10 @@ class SettleTracker:
             # The writer closed the file: what we see at the next look is complete, so that
             # look starts a fresh baseline instead of counting as a change.
             entry.closed, entry.size = True, -1
+        elif entry.closed:
+            # Written again after the close (the next look is a fresh baseline, so only the
+            # event can tell): wait for the file to settle instead.
+            entry.closed = False
         entry.not_before = max(entry.not_before, now + delay)
 
     def forget(self, path: Path) -> None:

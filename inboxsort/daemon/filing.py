@@ -1,0 +1,153 @@
+"""Filing: choose each image's destination, record it, move it, record the outcome."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inboxsort.config import FilingConfig, PathsConfig
+from inboxsort.daemon.ledger import Entry, Ledger, Plan, display_path
+from inboxsort.daemon.moves import candidate_names, move_no_clobber
+from inboxsort.daemon.records import Decoded
+from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED
+
+log = logging.getLogger(__name__)
+
+REVIEW_FOLDER = "_review"
+VANISHED = "vanished from the inbox before it was filed"
+# A destination name taken between choosing it and moving (another program writing into the
+# library) is retried with the next free name this many times before the image waits.
+_NAME_ATTEMPTS = 5
+
+
+@dataclass
+class BatchOutcome:
+    """What became of one batch: counts per status and images to try again later."""
+
+    filed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    vanished: int = 0
+    retry: list[Decoded] = field(default_factory=list)
+
+
+class Filer:
+    """Moves classified (or failed) images to their folders, never overwriting anything."""
+
+    def __init__(self, paths: PathsConfig, filing: FilingConfig, ledger: Ledger) -> None:
+        self.paths = paths
+        self.filing = filing
+        self.ledger = ledger
+
+    def _folder(self, item: Decoded) -> tuple[Path, str, int | None]:
+        if not item.ok or item.label is None:
+            return self.paths.failed, STATUS_FAILED, None
+        assert item.sha256 is not None
+        original = self.ledger.filed_duplicate(item.sha256)
+        if original is not None and self.filing.duplicates == "move":
+            return self.paths.duplicates, STATUS_DUPLICATE, original
+        if item.score is not None and item.score < self.filing.review_below:
+            return self.paths.library / REVIEW_FOLDER, STATUS_FILED, original
+        return self.paths.library / item.label, STATUS_FILED, original
+
+    def file_batch(self, items: Sequence[Decoded]) -> BatchOutcome:
+        """File one batch; transient failures come back in `retry`, the rest is final."""
+        outcome = BatchOutcome()
+        entries: list[Entry] = []
+        chosen: dict[Path, Decoded] = {}
+        reserved: set[Path] = set()
+        first_of_sha: set[str] = set()
+        for item in items:
+            if item.sha256 is not None and item.ok and item.sha256 in first_of_sha:
+                # Same content twice in one batch: file the first now, and this one next
+                # batch, when the first is on record and it can point at it.
+                outcome.retry.append(item)
+                continue
+            if item.sha256 is not None:
+                first_of_sha.add(item.sha256)
+            folder, status, original = self._folder(item)
+            dest = _free(folder, display_path(Path(item.claim.path.name)), reserved)
+            reserved.add(dest)
+            claim = item.claim
+            entries.append(
+                Entry(
+                    source=claim.path,
+                    dest=dest,
+                    status=status,
+                    sha256=item.sha256,
+                    size=claim.size,
+                    device=claim.device,
+                    inode=claim.inode,
+                    received_at=claim.received_at,
+                    label=item.label,
+                    score=item.score,
+                    model_version=item.model_version,
+                    error=item.error,
+                    duplicate_of=original,
+                )
+            )
+            chosen[claim.path] = item
+        plans = self.ledger.plan(entries)
+        done: list[tuple[Plan, str | None]] = []
+        for plan in plans:
+            item = chosen[plan.source]
+            result = self._move(plan, reserved)
+            if result is None:
+                outcome.retry.append(item)
+                continue
+            moved, reason = result
+            done.append((moved, reason))
+            if reason is not None:
+                outcome.vanished += 1
+            elif moved.status == STATUS_FAILED:
+                outcome.failed += 1
+                log.warning("failed: %s → %s: %s", plan.source, moved.dest, item.error)
+            elif moved.status == STATUS_DUPLICATE:
+                outcome.duplicates += 1
+            else:
+                outcome.filed += 1
+        self.ledger.finish(done)
+        return outcome
+
+    def _move(self, plan: Plan, reserved: set[Path]) -> tuple[Plan, str | None] | None:
+        """Move one file; (plan, None) when moved, (plan, reason) when gone, None to retry."""
+        for _ in range(_NAME_ATTEMPTS):
+            try:
+                move_no_clobber(plan.source, plan.dest)
+                return plan, None
+            except FileExistsError:
+                dest = _free(plan.dest.parent, _original_name(plan), reserved)
+                reserved.add(dest)
+                plan = self.ledger.replan(plan, dest)
+            except FileNotFoundError:
+                if not os.path.lexists(plan.source):
+                    return plan, VANISHED
+                log.warning(
+                    "cannot file %s: destination folder %s vanished", plan.source, plan.dest
+                )
+                return None
+            except OSError as exc:
+                # Disk full, a busy network share, permissions being fixed: the row stays
+                # pending with its dest_path and the file in the inbox, so nothing is lost.
+                level = logging.ERROR if exc.errno == errno.ENOSPC else logging.WARNING
+                log.log(level, "cannot file %s yet (will retry): %s", plan.source, exc)
+                return None
+        log.warning("cannot find a free name for %s in %s", plan.source, plan.dest.parent)
+        return None
+
+
+def _original_name(plan: Plan) -> str:
+    return display_path(Path(plan.source.name))
+
+
+def _free(folder: Path, name: str, reserved: set[Path]) -> Path:
+    """The first name not on disk and not already promised to another image of this batch."""
+    for candidate in candidate_names(name):
+        path = folder / candidate
+        if path not in reserved and not os.path.lexists(path):
+            return path
+    raise FileExistsError(errno.EEXIST, f"no free name for {name} in {folder}")

@@ -1,0 +1,279 @@
+"""Intake: arrivals → ignore → settle → claim once → read and decode on a small thread pool.
+
+Memory stays bounded for a flood of any size: a claimed image holds one of `queue_size` slots
+from the moment it is claimed until the filer is done with it, and intake waits for a free
+slot before it reads another file. Paths waiting to settle cost a few bytes each.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from inboxsort.config import BatchConfig, WatchConfig
+from inboxsort.daemon.records import Arrival, Claim, Decoded
+from inboxsort.daemon.settle import SettleTracker
+from inboxsort.daemon.watch import Ignore, scan
+from inboxsort.db import utcnow
+from inboxsort.errors import BadImage
+from inboxsort.imageio import decode_image
+
+log = logging.getLogger(__name__)
+
+# errnos worth another try: the file is locked, busy, or a network share hiccupped.
+_TRANSIENT = frozenset({errno.EAGAIN, errno.EBUSY, errno.ETXTBSY, errno.EINTR, errno.EIO})
+_MAX_ATTEMPTS = 5
+_IN_USE_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A file to look at again later (still being written, busy), with the reason."""
+
+    claim: Claim
+    reason: str
+    transient_error: bool = False
+
+
+def _bad_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_and_decode(claim: Claim, size: int) -> Decoded | Retry | None:
+    """Read a claimed file once, hash it and decode it; None when it vanished."""
+    if _bad_name(claim.path):
+        return Decoded(claim, None, None, "name is not valid UTF-8")
+    if claim.is_symlink:
+        # Never followed: the target may be anywhere (a device, another user's file).
+        return Decoded(claim, None, None, "symbolic link (not followed)")
+    try:
+        # O_NOFOLLOW: the name may have become a symlink since it was claimed.
+        # O_NONBLOCK: opening a FIFO must not hang the pool (regular files ignore it).
+        fd = os.open(claim.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return _read_error(claim, exc)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return Decoded(claim, None, None, "not a regular file")
+        if (st.st_size, st.st_mtime_ns) != (claim.size, claim.mtime_ns):
+            return Retry(claim, "changed after it settled")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+        after = os.fstat(fd)
+    except OSError as exc:
+        return _read_error(claim, exc)
+    finally:
+        os.close(fd)
+    unchanged = (after.st_size, after.st_mtime_ns) == (claim.size, claim.mtime_ns)
+    if not unchanged or len(data) != st.st_size:
+        return Retry(claim, "written to while being read")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        pixels = decode_image(data, size)
+    except BadImage as exc:
+        return Decoded(claim, sha256, None, str(exc))
+    return Decoded(claim, sha256, pixels, None)
+
+
+def _read_error(claim: Claim, exc: OSError) -> Decoded | Retry:
+    if exc.errno in _TRANSIENT or exc.errno == errno.ELOOP:
+        return Retry(claim, f"cannot read yet: {exc.strerror}", transient_error=True)
+    return Decoded(claim, None, None, f"cannot read: {exc.strerror or exc}")
+
+
+class Intake:
+    """The intake stage; `run` is its thread, `ready` its output, `done` releases images."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        watch: WatchConfig,
+        batch: BatchConfig,
+        image_size: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self.watch = watch
+        self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
+        self.ready: queue.SimpleQueue[Decoded] = queue.SimpleQueue()
+        self._ignore = Ignore(root, watch.ignore)
+        self._tracker = SettleTracker(watch.settle_seconds)
+        self._image_size = image_size
+        self._clock = clock
+        self._slots = threading.BoundedSemaphore(batch.queue_size)
+        self._pool = ThreadPoolExecutor(batch.decode_workers, thread_name_prefix="decode")
+        self._lock = threading.Lock()
+        self._by_inode: dict[tuple[int, int], Path] = {}
+        self._by_path: dict[Path, tuple[int, int]] = {}
+        self._attempts: dict[Path, int] = {}
+        self._idle = threading.Event()
+
+    # -- called from other threads -------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Images claimed and not yet filed."""
+        with self._lock:
+            return len(self._by_inode)
+
+    def waiting(self) -> int:
+        """Paths seen but not yet settled (an estimate, read without the intake's lock)."""
+        return len(self._tracker)
+
+    def idle(self) -> bool:
+        """True when nothing is waiting, settling, decoding, batched or being filed."""
+        return self._idle.is_set()
+
+    def done(self, items: Iterable[Decoded], *, retry: Iterable[Decoded] = ()) -> None:
+        """Release a batch's images; those also in `retry` are looked at again after a pause."""
+        again = {item.claim.path for item in retry}
+        with self._lock:
+            # Re-noted before their claims are released, so idle() never sees them as gone.
+            for path in again:
+                count = self._attempts.get(path, 0) + 1
+                self._attempts[path] = count
+                self.arrivals.put(Arrival(path, delay=min(0.5 * 2.0**count, 60.0)))
+            for item in items:
+                if item.claim.path not in again:
+                    self._attempts.pop(item.claim.path, None)
+                self._release(item.claim)
+
+    # -- the intake thread -----------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop`: settle arrivals, claim ready files, hand them to the decoders."""
+        try:
+            while not stop.is_set():
+                now = self._clock()
+                wait = self._tracker.next_check(now)
+                self._take_arrivals(timeout=0.2 if wait is None else min(wait, 0.2))
+                for path in self._tracker.poll(self._clock()):
+                    if not self._claim(path, stop):
+                        break
+                with self._lock:
+                    self._idle_update()
+        finally:
+            # Decoded images not yet filed stay in the inbox with no row: the next start
+            # finds them again. Waiting for running decodes keeps shutdown orderly.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _idle_update(self) -> None:
+        if self.arrivals.empty() and not self._tracker and not self._by_inode:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def _take_arrivals(self, *, timeout: float) -> None:
+        try:
+            arrival = self.arrivals.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._note(arrival)
+            try:
+                arrival = self.arrivals.get_nowait()
+            except queue.Empty:
+                return
+
+    def _note(self, arrival: Arrival) -> None:
+        if self._ignore(arrival.path):
+            return
+        if arrival.is_dir:
+            recursive = self.watch.recursive
+            if arrival.path != self.root and not recursive:
+                return
+            for path in scan(arrival.path, recursive=recursive, ignore=self._ignore):
+                self._tracker.note(path, self._clock())
+            return
+        self._tracker.note(arrival.path, self._clock(), closed=arrival.closed, delay=arrival.delay)
+
+    def _claim(self, path: Path, stop: threading.Event) -> bool:
+        """Claim one settled file; False when stopping (the file stays for the next start)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            log.warning("cannot look at %s: %s (will retry at the next rescan)", path, exc)
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            self._note(Arrival(path, is_dir=True))
+            return True
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            if key in self._by_inode:
+                return True  # already being processed: a repeated event, or a rescan
+            if path in self._by_path:
+                # A new file took the name of one still being filed: look again afterwards.
+                self._tracker.note(path, self._clock(), delay=_IN_USE_DELAY)
+                return True
+        while not self._slots.acquire(timeout=0.2):
+            if stop.is_set():
+                return False
+        claim = Claim(
+            path=path,
+            device=st.st_dev,
+            inode=st.st_ino,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            is_symlink=stat.S_ISLNK(st.st_mode),
+            received_at=utcnow(),
+        )
+        with self._lock:
+            self._by_inode[key] = path
+            self._by_path[path] = key
+        self._pool.submit(self._decode, claim)
+        return True
+
+    def _decode(self, claim: Claim) -> None:
+        try:
+            result = read_and_decode(claim, self._image_size())
+        except Exception as exc:  # the edge for one image: record it, never kill the pool
+            log.exception("unexpected error reading %s", claim.path)
+            result = Decoded(claim, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
+        if isinstance(result, Retry):
+            result = self._retry_or_fail(result)
+        if isinstance(result, Decoded):
+            self.ready.put(result)
+            return
+        with self._lock:
+            self._release(claim)
+
+    def _retry_or_fail(self, retry: Retry) -> Decoded | None:
+        path = retry.claim.path
+        with self._lock:
+            count = self._attempts.get(path, 0) + 1
+            self._attempts[path] = count
+            if retry.transient_error and count >= _MAX_ATTEMPTS:
+                return Decoded(retry.claim, None, None, f"{retry.reason} (after {count} tries)")
+            log.debug("%s: %s; trying again later", path, retry.reason)
+            # Re-noted before the claim is released, so idle() never sees it as gone.
+            self.arrivals.put(Arrival(path, delay=min(0.5 * count, 5.0)))
+            self._release(retry.claim)
+        return None
+
+    def _release(self, claim: Claim) -> None:
+        """Forget a claim (caller holds the lock) and free its slot."""
+        key = (claim.device, claim.inode)
+        if self._by_inode.pop(key, None) is not None:
+            self._by_path.pop(claim.path, None)
+            self._slots.release()

@@ -1,0 +1,308 @@
+"""The daemon: start-up checks, recovery, the threads of each stage, signals, heartbeat, swaps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from inboxsort.checks import failures, startup_checks
+from inboxsort.classifier import Classifier
+from inboxsort.config import Config
+from inboxsort.daemon.filing import Filer
+from inboxsort.daemon.intake import Intake
+from inboxsort.daemon.ledger import Ledger
+from inboxsort.daemon.notify import Notifier
+from inboxsort.daemon.records import Arrival
+from inboxsort.daemon.serving import Server, warm_up
+from inboxsort.daemon.watch import InboxHandler, make_observer
+from inboxsort.db import (
+    DAEMON_RUNNING,
+    DAEMON_STARTING,
+    DAEMON_STOPPED,
+    Database,
+    open_database,
+    utcnow,
+)
+from inboxsort.errors import ConfigError, InboxsortError, ModelError
+
+log = logging.getLogger("inboxsort.daemon")
+
+HEARTBEAT_SECONDS = 2.0
+# How often the daemon looks for an activation or rollback made by `inboxsort models`.
+MODEL_POLL_SECONDS = 3.0
+_JOIN_SECONDS = 8.0  # stays inside the 10 s systemd and the issue allow for a clean stop
+
+
+class Daemon:
+    """All stages wired together; `start`, then `supervise` until stopped, then `close`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db: Database,
+        store: Any,
+        classifier: Classifier,
+        notifier: Notifier | None = None,
+        once: bool = False,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.store = store
+        self.once = once
+        self.notifier = notifier or Notifier(None)
+        self.ledger = Ledger(db)
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.intake = Intake(
+            root=config.paths.inbox,
+            watch=config.watch,
+            batch=config.batch,
+            image_size=lambda: self.server.image_size(),
+        )
+        self.server = Server(
+            classifier=classifier,
+            intake=self.intake,
+            filer=Filer(config.paths, config.filing, self.ledger),
+            max_size=config.batch.max_size,
+            max_delay=config.batch.max_delay_ms / 1000,
+            ping=self._ping_watchdog,
+        )
+        self._threads: list[threading.Thread] = []
+        self._observer: Any = None
+        self._started_at = utcnow()
+        self._last_ping = 0.0
+        self._failed_version: int | None = None
+
+    def _ping_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        now = time.monotonic()
+        if interval is not None and now - self._last_ping >= min(interval / 2, 1.0):
+            self._last_ping = now
+            self.notifier.watchdog()
+
+    def start(self) -> None:
+        """Recover from an unclean stop, start every stage, scan what is already there."""
+        self.ledger.heartbeat(
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            started_at=self._started_at,
+            state=DAEMON_STARTING,
+            model_version=self.server.classifier.version,
+            processed=0,
+            failed=0,
+            queue_depth=0,
+            in_flight=0,
+        )
+        self.ledger.recover(self.config.paths)
+        for name, target in (("intake", self.intake.run), ("inference", self.server.run)):
+            thread = threading.Thread(target=target, args=(self.stop_event,), name=name)
+            thread.start()
+            self._threads.append(thread)
+        if not self.once:
+            self._observer = make_observer(self.config.watch)
+            self._observer.schedule(
+                InboxHandler(self.intake.arrivals),
+                str(self.config.paths.inbox),
+                recursive=self.config.watch.recursive,
+            )
+            self._observer.start()
+        # The scan comes after the observer starts, so a file dropped in between is seen by
+        # one or the other (both is fine: a claim happens once).
+        self.rescan()
+        self.ledger.heartbeat(state=DAEMON_RUNNING)
+        self.notifier.ready(self.status_line())
+        log.info(
+            "watching %s (%s%s) with model version %d; filing into %s",
+            self.config.paths.inbox,
+            "polling" if self.config.watch.polling else "inotify",
+            ", recursive" if self.config.watch.recursive else "",
+            self.server.classifier.version,
+            self.config.paths.library,
+        )
+
+    def rescan(self) -> None:
+        """Look at every file in the inbox (a safety net for events the watcher lost)."""
+        self.intake.arrivals.put(Arrival(self.config.paths.inbox, is_dir=True))
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: queue, throughput, model."""
+        last = self.server.last
+        batch = f"; last batch {last.size} in {last.millis:.0f} ms" if last else ""
+        return (
+            f"model v{self.server.classifier.version}; {self.server.processed} filed, "
+            f"{self.server.failed} failed; queue {self.server.queued()}, "
+            f"in flight {self.intake.in_flight()}, settling {self.intake.waiting()}{batch}"
+        )
+
+    def heartbeat(self) -> None:
+        """Write the state `inboxsort stats` shows."""
+        last = self.server.last
+        self.ledger.heartbeat(
+            state=DAEMON_RUNNING,
+            queue_depth=self.server.queued() + self.intake.waiting(),
+            in_flight=self.intake.in_flight(),
+            processed=self.server.processed,
+            failed=self.server.failed,
+            model_version=self.server.classifier.version,
+            last_batch_size=last.size if last else None,
+            last_batch_ms=last.millis if last else None,
+            last_batch_at=utcnow() if last and time.time() - last.at < HEARTBEAT_SECONDS else None,
+        )
+
+    def supervise(self, *, tick: float = 0.2) -> None:
+        """Run the housekeeping loop (heartbeat, rescans, model swaps) until stopped."""
+        next_beat = next_model = time.monotonic()
+        next_rescan = time.monotonic() + self.config.watch.rescan_seconds
+        idle_ticks = 0
+        while not self.stop_event.wait(tick):
+            now = time.monotonic()
+            if any(not t.is_alive() for t in self._threads):
+                raise InboxsortError("a daemon thread died; see the log above")
+            if self.once:
+                idle_ticks = idle_ticks + 1 if self.intake.idle() else 0
+                if idle_ticks >= 3:
+                    break
+            if now >= next_beat:
+                next_beat = now + HEARTBEAT_SECONDS
+                self.heartbeat()
+                self.notifier.status(self.status_line())
+            if now >= next_rescan:
+                next_rescan = now + self.config.watch.rescan_seconds
+                self.rescan()
+            if self.reload_event.is_set() or now >= next_model:
+                next_model = now + MODEL_POLL_SECONDS
+                self._check_model(forced=self.reload_event.is_set())
+
+    def _check_model(self, *, forced: bool) -> None:
+        """Load the active version off the inference thread, warm it up, then offer it."""
+        reload = forced
+        self.reload_event.clear()
+        if reload:
+            self.notifier.reloading()
+        try:
+            wanted = self.store.active_version()
+            current = self.server.classifier.version
+            if wanted == current or (wanted == self._failed_version and not reload):
+                return
+            log.info(
+                "model version %d is active; loading it (serving %d meanwhile)", wanted, current
+            )
+            start = time.perf_counter()
+            classifier = self.store.load(wanted)
+            warm_up(classifier, max_batch=self.config.batch.max_size)
+            self.server.offer(classifier)
+            self._failed_version = None
+            log.info(
+                "model version %d loaded and warmed up in %.1f s",
+                wanted,
+                time.perf_counter() - start,
+            )
+        except InboxsortError as exc:
+            self._failed_version = wanted
+            log.error("cannot load model version %d, still serving %d: %s", wanted, current, exc)
+        finally:
+            if reload:
+                self.notifier.ready(self.status_line())
+
+    def stop(self) -> None:
+        """Ask every stage to stop (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Stop intake, finish the batch in flight, record the final state."""
+        self.notifier.stopping(f"stopping; {self.status_line()}")
+        self.stop_event.set()
+        if self._observer is not None:
+            self._observer.stop()
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        if self._observer is not None:
+            self._observer.join(max(0.1, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.error("threads still running at exit: %s", ", ".join(stuck))
+        self.ledger.heartbeat(
+            state=DAEMON_STOPPED,
+            queue_depth=0,
+            in_flight=0,
+            processed=self.server.processed,
+            failed=self.server.failed,
+        )
+        log.info("stopped: %s", self.status_line())
+
+
+def _prepare(config: Config) -> tuple[Database, Any, Classifier]:
+    """Start-up checks, database and model; a problem is one line and exit code 2."""
+    checks = startup_checks(config)
+    for check in checks:
+        if check.status == "WARN":
+            log.warning("%s: %s. %s", check.name, check.detail, check.fix)
+    bad = failures(checks)
+    if bad:
+        raise ConfigError("; ".join(f"{c.name}: {c.detail}. {c.fix}".strip() for c in bad))
+    from inboxsort.trainer.registry import ModelStore
+
+    db = open_database(config.database.url)
+    store = ModelStore(config.paths.models, db)
+    try:
+        classifier = store.load()
+        warm_up(classifier, max_batch=config.batch.max_size)
+    except ModelError as exc:
+        db.close()
+        raise ConfigError(str(exc)) from None
+    return db, store, classifier
+
+
+def run(config: Config, *, once: bool = False) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty)."""
+    notifier = Notifier.from_environ()
+    notifier.status("checking folders and loading the model")
+    db, store, classifier = _prepare(config)
+    daemon = Daemon(config, db=db, store=store, classifier=classifier, notifier=notifier, once=once)
+    restore = _install_signals(daemon)
+    try:
+        daemon.start()
+        daemon.supervise()
+    finally:
+        daemon.close()
+        restore()
+        notifier.close()
+        db.close()
+    return 0
+
+
+def _install_signals(daemon: Daemon) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop, SIGHUP reloads the model; returns a function restoring the old ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
+        daemon.stop()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        daemon.reload_event.set()
+
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig, handler in (
+            (signal.SIGTERM, on_stop),
+            (signal.SIGINT, on_stop),
+            (signal.SIGHUP, on_hup),
+        )
+    }
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
