@@ -59,7 +59,9 @@ class InboxHandler(FileSystemEventHandler):
         elif isinstance(event, FileClosedEvent):
             self.arrivals.put(Arrival(_as_path(event.src_path), closed=True))
         elif isinstance(event, FileMovedEvent):
-            self.arrivals.put(Arrival(_as_path(event.dest_path)))
+            # A rename is atomic: what was moved in is complete (browsers and uploaders write
+            # a .part file and rename it), so it needs no settling time.
+            self.arrivals.put(Arrival(_as_path(event.dest_path), closed=True))
         elif isinstance(event, (DirCreatedEvent, DirMovedEvent)):
             # A folder moved in brings files that raise no events of their own: scan it.
             target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
