@@ -1,0 +1,336 @@
+"""Daemon benchmark: end-to-end throughput and latency against model-only and a naive loop.
+
+All figures come from one run on one machine, so the ratios hold even where absolute speed
+varies. Usage: python bench/daemon_bench.py --data DIR/validation [--flood 5000] [--naive 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def images_in(data: Path) -> list[tuple[Path, str]]:
+    """(path, class) for every image under data/<class>/."""
+    return [
+        (p, folder.name)
+        for folder in sorted(d for d in data.iterdir() if d.is_dir())
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    ]
+
+
+def write_config(root: Path, *, max_size: int) -> Path:
+    """A config under root using the shipped model (the one users get)."""
+    config = root / "config.toml"
+    config.write_text(
+        "[paths]\n"
+        'inbox = "inbox"\nlibrary = "library"\nfailed = "failed"\n'
+        'models = "models"\nduplicates = "duplicates"\n'
+        '[database]\nurl = "sqlite:///inboxsort.db"\n'
+        f"[batch]\nmax_size = {max_size}\n"
+        '[logging]\nlevel = "WARNING"\n'
+    )
+    return config
+
+
+class DaemonProcess:
+    """`inboxsort run` as a child process, with its database read through sqlite3."""
+
+    def __init__(self, root: Path, config: Path) -> None:
+        self.root = root
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.log = (root / "daemon.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inboxsort", "--config", str(config), "run"],
+            cwd=root,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.db = root / "inboxsort.db"
+        self.wait_for(lambda: self.query("select state from daemon_state") == [("running",)], 120)
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (empty while the database does not exist yet)."""
+        if not self.db.exists():
+            return []
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
+            try:
+                return conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    def wait_for(self, condition: Any, timeout: float) -> None:
+        """Poll until condition() or fail loudly."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise SystemExit(f"daemon exited with {self.proc.returncode}; see {self.log.name}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out after {timeout} s waiting for the daemon")
+            time.sleep(0.02)
+
+    def filed(self) -> int:
+        """Rows no longer pending."""
+        rows = self.query("select count(*) from images where status != 'pending'")
+        return rows[0][0] if rows else 0
+
+    def peak_rss_mb(self) -> float:
+        """The child's peak resident memory (VmHWM) so far."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=30)
+        self.log.close()
+        return code
+
+
+def stage(
+    files: list[tuple[Path, str]], staging: Path, *, copies: int = 1, prefix: str = ""
+) -> list[Path]:
+    """Copy files next to the inbox (same filesystem) so dropping them is one rename each."""
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for copy in range(copies):
+        for path, _label in files:
+            name = path.name if copy == 0 else f"{path.stem}.copy{copy}{path.suffix}"
+            dest = staging / f"{prefix}{name}"
+            shutil.copyfile(path, dest)
+            staged.append(dest)
+    return staged
+
+
+def parse_time(text: str) -> float:
+    """A UTC timestamp stored by the daemon → seconds since the epoch."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+
+
+def model_only(files: list[tuple[Path, str]], batch: int) -> dict[str, Any]:
+    """predict_on_batch on already-decoded arrays, the ceiling for the daemon."""
+    from inboxsort.imageio import load_image
+    from inboxsort.trainer.artifact import load_classifier
+    from inboxsort.trainer.registry import BUILTIN, BUILTIN_DIR
+
+    classifier = load_classifier(BUILTIN_DIR, version=BUILTIN)
+    size = classifier.image_size
+    x = np.stack([load_image(p, size) for p, _ in files])
+    for n in (1, batch):  # warm-up, as the daemon does before serving
+        classifier.predict(x[:n])
+    start = time.perf_counter()
+    labels: list[str] = []
+    for i in range(0, len(x), batch):
+        labels += [p.label for p in classifier.predict(x[i : i + batch])]
+    seconds = time.perf_counter() - start
+    truth = [label for _, label in files]
+    accuracy = sum(a == b for a, b in zip(labels, truth, strict=True)) / len(files)
+    return {
+        "images_per_s": len(files) / seconds,
+        "accuracy": accuracy,
+        "labels": dict(zip((p.name for p, _ in files), labels, strict=True)),
+        "image_size": size,
+    }
+
+
+def naive(files: list[tuple[Path, str]], root: Path) -> dict[str, Any]:
+    """What a user would write first: for each file, load, model.predict one image, move."""
+    import keras
+    from PIL import Image
+
+    from inboxsort.trainer.registry import BUILTIN_DIR
+
+    model = keras.saving.load_model(BUILTIN_DIR / "model.keras", compile=False)
+    size = model.input_shape[1]
+    src, out = root / "naive-in", root / "naive-out"
+    staged = stage(files, src)
+    for label in ("cats", "dogs"):
+        (out / label).mkdir(parents=True, exist_ok=True)
+    model.predict(np.zeros((1, size, size, 3)), verbose=0)
+    start = time.perf_counter()
+    for path in staged:
+        image = Image.open(path).convert("RGB").resize((size, size))
+        logit = model.predict(np.asarray(image, dtype=np.float32)[None], verbose=0)
+        shutil.move(path, out / ("dogs" if logit[0, 0] > 0 else "cats") / path.name)
+    return {"images_per_s": len(staged) / (time.perf_counter() - start), "n": len(staged)}
+
+
+def idle_latency(
+    daemon: DaemonProcess, files: list[tuple[Path, str]], staging: Path
+) -> list[float]:
+    """Copy one image at a time into an idle daemon: seconds from the copy to its row filed.
+
+    A copy (cp, a file manager) ends with a close-after-write event, so it needs no settle
+    wait; a file renamed in from elsewhere on the disk shows up as created only, and waits
+    watch.settle_seconds.
+    """
+    latencies = []
+    for path in stage(files, staging, prefix="idle-"):
+        dropped = time.time()
+        shutil.copyfile(path, daemon.root / "inbox" / path.name)
+        name = path.name
+        daemon.wait_for(
+            lambda n=name: daemon.query(
+                "select 1 from images where original_name = ? and status = 'filed'", n
+            ),
+            60,
+        )
+        filed_at = daemon.query("select filed_at from images where original_name = ?", name)[0][0]
+        latencies.append(parse_time(filed_at) - dropped)
+        time.sleep(0.5)
+    return latencies
+
+
+def flood(daemon: DaemonProcess, staged: list[Path]) -> dict[str, Any]:
+    """Drop every staged file at once; measure until the last row is committed."""
+    before = daemon.filed()
+    inbox = daemon.root / "inbox"
+    t0 = time.time()
+    for path in staged:
+        path.rename(inbox / path.name)
+    drop_seconds = time.time() - t0
+    daemon.wait_for(lambda: daemon.filed() - before >= len(staged), 1800)
+    rows = daemon.query(
+        "select original_name, label, received_at, filed_at from images "
+        "where status != 'pending' order by id"
+    )[before:]
+    last = max(parse_time(r[3]) for r in rows)
+    waits = sorted(parse_time(r[3]) - parse_time(r[2]) for r in rows)
+    return {
+        "n": len(rows),
+        "drop_seconds": drop_seconds,
+        "images_per_s": len(rows) / (last - t0),
+        "latency_p50_ms": 1000 * waits[len(waits) // 2],
+        "latency_p95_ms": 1000 * waits[int(len(waits) * 0.95)],
+        "labels": {r[0]: r[1] for r in rows},
+    }
+
+
+def say(line: str) -> None:
+    """Print a report line at once (the run is long; progress matters)."""
+    print(line, flush=True)
+
+
+def main() -> int:
+    """Run every measurement and print a report (and JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="folder of class folders")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--naive", type=int, default=100, help="images for the naive loop")
+    parser.add_argument("--flood", type=int, default=5000, help="images for the memory flood")
+    parser.add_argument("--idle", type=int, default=10, help="single drops into an idle daemon")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    files = images_in(args.data)
+    work = Path(tempfile.mkdtemp(prefix="inboxsort-bench-"))
+    say(f"{len(files)} images from {args.data}; work folder {work}")
+
+    ref = model_only(files, args.batch)
+    say(
+        f"model-only   {ref['images_per_s']:7.1f} images/s  (predict_on_batch, batch "
+        f"{args.batch}, {ref['image_size']} px, on decoded arrays)"
+    )
+    step = max(1, len(files) // args.naive)
+    slow = naive(files[::step][: args.naive], work)
+    say(
+        f"naive loop   {slow['images_per_s']:7.1f} images/s  (load, model.predict on one "
+        f"image, move; {slow['n']} images)"
+    )
+
+    root = work / "e2e"
+    (root / "inbox").mkdir(parents=True)
+    daemon = DaemonProcess(root, write_config(root, max_size=args.batch))
+    try:
+        staged = stage(files, root / "staging")
+        result = flood(daemon, staged)
+        idle_files = files[:: max(1, len(files) // args.idle)][: args.idle]
+        idle = idle_latency(daemon, idle_files, root / "idle-staging")
+        rss_1000 = daemon.peak_rss_mb()
+    finally:
+        daemon.stop()
+    agree = sum(result["labels"].get(name) == label for name, label in ref["labels"].items())
+    truth = {p.name: lab for p, lab in files}
+    filed_acc = sum(result["labels"].get(n) == lab for n, lab in truth.items()) / len(files)
+    e2e = result["images_per_s"]
+    say(
+        f"end-to-end   {e2e:7.1f} images/s  ({result['n']} images, first drop to last row "
+        "committed)"
+    )
+    say(
+        f"  ratio to model-only {e2e / ref['images_per_s']:.2f} (goal >= 0.8), "
+        f"to naive {e2e / slow['images_per_s']:.1f}x (goal >= 10)"
+    )
+    say(
+        f"  latency file ready -> filed: p50 {result['latency_p50_ms']:.0f} ms, "
+        f"p95 {result['latency_p95_ms']:.0f} ms (all dropped at once)"
+    )
+    say(
+        f"  filing accuracy {filed_acc:.4f}, model-only accuracy {ref['accuracy']:.4f}; "
+        f"same label for {agree}/{len(files)} images"
+    )
+    idle_ms = sorted(1000 * s for s in idle)
+    say(
+        f"idle drop    p50 {statistics.median(idle_ms):.0f} ms, max {idle_ms[-1]:.0f} ms over "
+        f"{len(idle_ms)} single images (goal p50 <= 250 ms)"
+    )
+    say(f"peak RSS     {rss_1000:.0f} MB during the {len(files)}-image run")
+
+    root = work / "flood"
+    (root / "inbox").mkdir(parents=True)
+    copies = -(-args.flood // len(files))
+    staged = stage(files, root / "staging", copies=copies)[: args.flood]
+    daemon = DaemonProcess(root, write_config(root, max_size=args.batch))
+    try:
+        big = flood(daemon, staged)
+        rss_flood = daemon.peak_rss_mb()
+    finally:
+        code = daemon.stop()
+    say(
+        f"flood        {big['n']} images at once: {big['images_per_s']:.1f} images/s, "
+        f"peak RSS {rss_flood:.0f} MB (goal <= 1536 MB); exit code after SIGTERM {code}"
+    )
+    if args.json:
+        figures = {
+            "model_only_images_per_s": ref["images_per_s"],
+            "naive_images_per_s": slow["images_per_s"],
+            "e2e_images_per_s": result["images_per_s"],
+            "e2e_over_model_only": result["images_per_s"] / ref["images_per_s"],
+            "e2e_over_naive": result["images_per_s"] / slow["images_per_s"],
+            "latency_p50_ms": result["latency_p50_ms"],
+            "latency_p95_ms": result["latency_p95_ms"],
+            "idle_latency_ms": idle_ms,
+            "filing_accuracy": filed_acc,
+            "model_accuracy": ref["accuracy"],
+            "labels_agree": agree,
+            "peak_rss_mb": rss_1000,
+            "flood_n": big["n"],
+            "flood_images_per_s": big["images_per_s"],
+            "flood_peak_rss_mb": rss_flood,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
