@@ -174,7 +174,7 @@ class Daemon:
                 next_beat = now + HEARTBEAT_SECONDS
                 self.heartbeat()
                 self.notifier.status(self.status_line())
-            if now >= next_rescan:
+            if self.config.watch.rescan_seconds > 0 and now >= next_rescan:
                 next_rescan = now + self.config.watch.rescan_seconds
                 self.rescan()
             if self.reload_event.is_set() or now >= next_model:
