@@ -107,13 +107,15 @@ class Daemon:
             thread.start()
             self._threads.append(thread)
         if not self.once:
-            self._observer = make_observer(self.config.watch)
-            self._observer.schedule(
-                InboxHandler(self.intake.arrivals),
-                str(self.config.paths.inbox),
-                recursive=self.config.watch.recursive,
+            observer = make_observer(self.config.watch)
+            handler = InboxHandler(
+                self.intake.arrivals, moves_are_complete=not self.config.watch.polling
             )
-            self._observer.start()
+            self._observer = observer
+            observer.schedule(
+                handler, str(self.config.paths.inbox), recursive=self.config.watch.recursive
+            )
+            observer.start()
         # The scan comes after the observer starts, so a file dropped in between is seen by
         # one or the other (both is fine: a claim happens once).
         self.rescan()
@@ -225,7 +227,7 @@ class Daemon:
         deadline = time.monotonic() + _JOIN_SECONDS
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
-        if self._observer is not None:
+        if self._observer is not None and self._observer.is_alive():
             self._observer.join(max(0.1, deadline - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:

@@ -49,8 +49,13 @@ def _as_path(raw: str | bytes) -> Path:
 class InboxHandler(FileSystemEventHandler):
     """Turns watchdog events into Arrivals on a queue; no filtering, no I/O, never blocks."""
 
-    def __init__(self, arrivals: queue.SimpleQueue[Arrival]) -> None:
+    def __init__(
+        self, arrivals: queue.SimpleQueue[Arrival], *, moves_are_complete: bool = True
+    ) -> None:
         self.arrivals = arrivals
+        # Only inotify reports real renames; the polling observer infers "moves" from inode
+        # numbers, and a deleted file's inode reused by a new upload looks like one.
+        self.moves_are_complete = moves_are_complete
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         """Enqueue the path an event brings into view."""
@@ -61,7 +66,8 @@ class InboxHandler(FileSystemEventHandler):
         elif isinstance(event, FileMovedEvent):
             # A rename is atomic: what was moved in is complete (browsers and uploaders write
             # a .part file and rename it), so it needs no settling time.
-            self.arrivals.put(Arrival(_as_path(event.dest_path), closed=True))
+            dest = _as_path(event.dest_path)
+            self.arrivals.put(Arrival(dest, closed=self.moves_are_complete))
         elif isinstance(event, (DirCreatedEvent, DirMovedEvent)):
             # A folder moved in brings files that raise no events of their own: scan it.
             target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
