@@ -37,7 +37,7 @@ def _quiet_tensorflow() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command."""
-    from inboxsort.cli import models, ops
+    from inboxsort.cli import labels, models, ops
 
     parser = argparse.ArgumentParser(
         prog="inboxsort", description="Sort images dropped into an inbox folder by class."
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models.add_commands(sub)
     ops.add_commands(sub)
+    labels.add_commands(sub)
     return parser
 
 
