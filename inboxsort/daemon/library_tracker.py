@@ -6,6 +6,7 @@ by the worker in library.py (or directly by tests). See library.py for the daemo
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import stat
@@ -70,6 +71,7 @@ class _Orphan:
     tried_key: tuple[int, int, int, int] | None = None
 
 
+RELABEL_WINDOW = dt.timedelta(seconds=10)
 _SKIP = object()  # _identify: the file is the daemon's own filing in progress, or known
 
 
@@ -111,11 +113,11 @@ class LibraryTracker:
             if self._inside(event.path):
                 self._arrived(event.path, now)
             if event.src is not None and self._inside(event.src):
-                self._vanished(event.src, now)
+                self._vanished(event.src, now, is_dir=event.is_dir)
         elif event.kind in (CREATED, CLOSED):
             self._arrived(event.path, now)
         elif event.kind == DELETED:
-            self._vanished(event.path, now)
+            self._vanished(event.path, now, is_dir=event.is_dir)
 
     def flush(self, now: float) -> None:
         """Mark rows missing past the grace period deleted; retry orphans that settled."""
@@ -164,16 +166,17 @@ class LibraryTracker:
         else:
             self._orphans.pop(path, None)
 
-    def _vanished(self, path: Path, now: float) -> None:
+    def _vanished(self, path: Path, now: float, *, is_dir: bool = False) -> None:
         """A file or folder left `path`: its rows are missing, unless a copy is already here."""
         for orphan in [p for p in self._orphans if p == path or p.is_relative_to(path)]:
             del self._orphans[orphan]
         text = display_path(path)
+        where = Image.path == text
+        if is_dir:
+            # Everything below the folder, as a range the path index serves ('0' follows '/').
+            where = (Image.path > text + os.sep) & (Image.path < text + chr(ord(os.sep) + 1))
         with self.db.session() as session:
-            stmt = select(Image.id, Image.path).where(
-                Image.status == STATUS_FILED,
-                or_(Image.path == text, Image.path.startswith(text + os.sep, autoescape=True)),
-            )
+            stmt = select(Image.id, Image.path).where(Image.status == STATUS_FILED, where)
             gone = [r.id for r in session.execute(stmt) if not os.path.lexists(r.path)]
         for row_id in gone:
             if not self._adopt_orphan(row_id):
@@ -221,21 +224,30 @@ class LibraryTracker:
                 return _SKIP  # the daemon is filing it right now; its commit follows
             if row.path != text and same_file(Path(row.path), path):
                 return None  # a second name (a hard link, or a link-then-unlink move half done)
+            if row.status == STATUS_FILED and self._relabel_from(session, row, text, recent=True):
+                # relabel() has committed the new path and is about to move this file: an
+                # old event for it must not undo that. Kept as an orphan, so that if the user
+                # really moved it back, the deletion at the new path finds it here.
+                return None
             if row.status in (STATUS_FILED, STATUS_DELETED) and self._same(row, path, st):
                 return row
         # The daemon files under dest_path before its final commit; a cross-filesystem copy
         # has a new inode, so the path is what tells its own filing from a user's action.
-        own = session.scalars(
+        # (Pending rows are few, so the status index keeps this cheap as the table grows.)
+        pending = select(Image.id).where(
+            Image.status == STATUS_PENDING, or_(Image.dest_path == text, Image.path == text)
+        )
+        if session.execute(pending.limit(1)).first() is not None:
+            return _SKIP
+        here = session.scalars(
             select(Image)
-            .where(or_(Image.path == text, Image.dest_path == text))
-            .where(Image.status.in_((STATUS_PENDING, STATUS_FILED)))
+            .where(Image.path == text, Image.status == STATUS_FILED)
             .order_by(Image.id.desc())
             .limit(1)
         ).first()
-        if own is not None:
-            if own.status == STATUS_FILED:
-                # Saved over in place by an editor (write, then rename): same image, new inode.
-                own.device, own.inode = st.st_dev, st.st_ino
+        if here is not None:
+            # Saved over in place by an editor (write, then rename): same image, new inode.
+            here.device, here.inode = st.st_dev, st.st_ino
             return _SKIP
         sha = self._sha(path, st)
         if sha is None:
@@ -384,7 +396,7 @@ class LibraryTracker:
                     log.info("deleted from the library while stopped: %s", row.path)
                     continue
                 path, st = loose.pop(found)
-                if self._unfinished_relabel(session, row, path):
+                if self._relabel_from(session, row, display_path(path)):
                     row.path, row.dest_path = display_path(path), None
                     row.device, row.inode = st.st_dev, st.st_ino
                     log.warning("a relabel of %s was interrupted; label kept", path)
@@ -404,17 +416,20 @@ class LibraryTracker:
         return not sha or self._sha(path, st) == sha
 
     @staticmethod
-    def _unfinished_relabel(session: Session, row: Image, path: Path) -> bool:
-        """True when relabel() recorded a move from `path` and was stopped before moving."""
+    def _relabel_from(session: Session, row: Image, text: str, *, recent: bool = False) -> bool:
+        """Whether relabel() recorded moving `row` away from `text` and has not moved it yet."""
+        if os.path.lexists(row.path):
+            return False
         last = session.scalars(
             select(Correction)
             .where(Correction.image_id == row.id)
             .order_by(Correction.id.desc())
             .limit(1)
         ).first()
-        return (
-            last is not None
-            and last.new_path == row.path
-            and last.old_path == display_path(path)
-            and last.source not in (SOURCE_MOVE, SOURCE_REVIEW)
-        )
+        if last is None or last.source in (SOURCE_MOVE, SOURCE_REVIEW):
+            return False
+        if (last.old_path, last.new_path) != (text, row.path):
+            return False
+        # Live, the window between relabel's commit and its move is milliseconds; at start-up
+        # (recent=False) any age counts: the relabel was stopped before it could move.
+        return not recent or utcnow() - last.created_at < RELABEL_WINDOW

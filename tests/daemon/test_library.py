@@ -65,7 +65,7 @@ def mv(tracker: LibraryTracker, src: Path, dest: Path, now: float = 0.0) -> None
     """Rename like `mv` on one filesystem, and feed the event inotify reports."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     src.rename(dest)
-    tracker.handle(LibraryEvent(MOVED, dest, src=src), now)
+    tracker.handle(LibraryEvent(MOVED, dest, src=src, is_dir=dest.is_dir()), now)
 
 
 def test_a_move_between_class_folders_is_one_correction_with_both_labels(db, library, tracker):
@@ -297,26 +297,59 @@ def test_reconcile_finds_moves_made_while_stopped_and_marks_the_rest_deleted(db,
 
 
 def test_reconcile_keeps_the_label_of_an_interrupted_relabel(db, library, tracker):
-    from inboxsort.db import Correction
-
     cat = file_image(db, library / "cats" / "a.jpg", "cats")
-    with db.begin() as session:  # relabel() wrote row and correction, then was killed
-        row = session.get(Image, cat)
-        row.path, row.label = str(library / "dogs" / "a.jpg"), "dogs"
-        session.add(
-            Correction(
-                image_id=cat,
-                old_label="cats",
-                new_label="dogs",
-                source=SOURCE_LABEL,
-                old_path=str(library / "cats" / "a.jpg"),
-                new_path=str(library / "dogs" / "a.jpg"),
-            )
-        )
+    # relabel() wrote row and correction, then was killed before it moved the file.
+    relabel_committed(db, cat, library / "cats" / "a.jpg", library / "dogs" / "a.jpg", "dogs")
     tracker.reconcile()
     assert [c.source for c in corrections(db)] == [SOURCE_LABEL]  # no move back recorded
     row = get_image(db, cat)
     assert (row.label, row.path) == ("dogs", str(library / "cats" / "a.jpg"))
+
+
+def relabel_committed(db: Database, image_id: int, old: Path, new: Path, label: str) -> None:
+    """What relabel() commits before it moves the file: the new path and label, a correction."""
+    from inboxsort.db import Correction
+
+    with db.begin() as session:
+        row = session.get(Image, image_id)
+        old_label, row.path, row.label = row.label, str(new), label
+        session.add(
+            Correction(
+                image_id=image_id,
+                old_label=old_label,
+                new_label=label,
+                source=SOURCE_LABEL,
+                old_path=str(old),
+                new_path=str(new),
+            )
+        )
+
+
+def test_an_old_event_seen_while_relabel_moves_the_file_changes_nothing(db, library, tracker):
+    old, new = library / "cats" / "a.jpg", library / "dogs" / "a.jpg"
+    cat = file_image(db, old, "cats")
+    relabel_committed(db, cat, old, new, "dogs")
+    tracker.handle(LibraryEvent(CLOSED, old), 0.0)  # queued before the relabel, handled now
+    mv(tracker, old, new, 0.1)  # relabel's move
+    tracker.flush(30.0)
+    assert [c.source for c in corrections(db)] == [SOURCE_LABEL]
+    row = get_image(db, cat)
+    assert (row.label, row.path, row.status) == ("dogs", str(new), STATUS_FILED)
+
+
+def test_moving_a_relabelled_image_straight_back_is_a_correction(db, library, tracker):
+    old, new = library / "cats" / "a.jpg", library / "dogs" / "a.jpg"
+    cat = file_image(db, old, "cats")
+    relabel_committed(db, cat, old, new, "dogs")
+    mv(tracker, old, new, 0.0)  # relabel's move
+    mv(tracker, new, old, 1.0)  # the user disagrees at once
+    tracker.flush(30.0)
+    assert [(c.source, c.new_label) for c in corrections(db)] == [
+        (SOURCE_LABEL, "dogs"),
+        (SOURCE_MOVE, "cats"),
+    ]
+    row = get_image(db, cat)
+    assert (row.label, row.path, row.status) == ("cats", str(old), STATUS_FILED)
 
 
 # ---- a real observer and the worker thread ----------------------------------------------
