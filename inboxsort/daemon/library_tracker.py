@@ -125,12 +125,12 @@ class LibraryTracker:
             try:
                 key = _key(os.lstat(path))
             except OSError:
-                del self._orphans[path]
+                self._orphans.pop(path, None)
                 continue
             if key != orphan.key:
                 orphan.key, orphan.changed_at = key, now
             elif now - orphan.changed_at > self.orphan_seconds:
-                del self._orphans[path]  # a new file the user put here: not ours to track
+                self._orphans.pop(path, None)  # a new file the user put here: not ours to track
             elif key != orphan.tried_key and now - orphan.changed_at >= 1.0:
                 self._arrived(path, now)  # finished copying since the last try (no close event)
         for row_id, due in list(self._missing.items()):
@@ -210,7 +210,7 @@ class LibraryTracker:
                     break
             else:
                 return False
-        del self._orphans[path]
+        self._orphans.pop(path, None)
         return True
 
     # ---- matching -----------------------------------------------------------------------
