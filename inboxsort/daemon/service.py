@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -18,6 +19,7 @@ from inboxsort.config import Config
 from inboxsort.daemon.filing import Filer
 from inboxsort.daemon.intake import Intake
 from inboxsort.daemon.ledger import Ledger
+from inboxsort.daemon.library import LibraryEvent, LibraryHandler, LibraryTracker, LibraryWorker
 from inboxsort.daemon.notify import Notifier
 from inboxsort.daemon.records import Arrival
 from inboxsort.daemon.serving import Server, warm_up
@@ -77,6 +79,8 @@ class Daemon:
         )
         self._threads: list[threading.Thread] = []
         self._observer: Any = None
+        self._library: LibraryWorker | None = None
+        self._tracker: LibraryTracker | None = None
         self._started_at = utcnow()
         self._last_ping = 0.0
         self._failed_version: int | None = None
@@ -115,6 +119,7 @@ class Daemon:
             observer.schedule(
                 handler, str(self.config.paths.inbox), recursive=self.config.watch.recursive
             )
+            self._watch_library(observer)
             observer.start()
         # The scan comes after the observer starts, so a file dropped in between is seen by
         # one or the other (both is fine: a claim happens once).
@@ -129,6 +134,25 @@ class Daemon:
             self.server.classifier.version,
             self.config.paths.library,
         )
+
+    def _watch_library(self, observer: Any) -> None:
+        """Follow the user's moves in the library: the corrections the model learns from."""
+        library = self.config.paths.library
+        # Every class folder exists from the start, so a user can drag a misfiled image into
+        # one even before the model has filed anything there.
+        for name in self.server.classifier.classes:
+            (library / name).mkdir(parents=True, exist_ok=True)
+        events: queue.SimpleQueue[LibraryEvent] = queue.SimpleQueue()
+        observer.schedule(LibraryHandler(events), str(library), recursive=True)
+        self._tracker = LibraryTracker(
+            self.db,
+            library=library,
+            classes=self.server.classifier.classes,
+            ignore=self.config.watch.ignore,
+        )
+        # It reconciles first: moves and deletions made while no daemon ran.
+        self._library = LibraryWorker(self._tracker, events)
+        self._library.start()
 
     def rescan(self) -> None:
         """Look at every file in the inbox (a safety net for events the watcher lost)."""
@@ -201,6 +225,8 @@ class Daemon:
             classifier = self.store.load(wanted)
             warm_up(classifier, max_batch=self.config.batch.max_size)
             self.server.offer(classifier)
+            if self._tracker is not None:
+                self._tracker.classes = classifier.classes
             self._failed_version = None
             log.info(
                 "model version %d loaded and warmed up in %.1f s",
@@ -229,6 +255,8 @@ class Daemon:
             thread.join(max(0.1, deadline - time.monotonic()))
         if self._observer is not None and self._observer.is_alive():
             self._observer.join(max(0.1, deadline - time.monotonic()))
+        if self._library is not None:
+            self._library.stop(timeout=max(0.1, deadline - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.error("threads still running at exit: %s", ", ".join(stuck))
