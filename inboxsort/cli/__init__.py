@@ -37,7 +37,7 @@ def _quiet_tensorflow() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command."""
-    from inboxsort.cli import labels, models, ops
+    from inboxsort.cli import doctor, labels, models, ops, query, stats
 
     parser = argparse.ArgumentParser(
         prog="inboxsort", description="Sort images dropped into an inbox folder by class."
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_commands(sub)
     ops.add_commands(sub)
     labels.add_commands(sub)
+    query.add_commands(sub)
+    stats.add_commands(sub)
+    doctor.add_commands(sub)
     return parser
 
 

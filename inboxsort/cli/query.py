@@ -1,0 +1,314 @@
+"""`inboxsort query`: list recorded images by label, status, time, model, score or name.
+
+It opens the database read-only, so it runs beside a daemon writing in WAL mode, and it never
+imports TensorFlow. Heavy imports stay inside functions: every CLI command builds this parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from inboxsort.config import Config
+from inboxsort.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+
+    from inboxsort.db import Database, Image
+
+FORMATS = ("table", "csv", "json", "paths")
+TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path")
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# parse_query's keyword arguments, named as argparse stores the options.
+_OPTIONS = (
+    "label",
+    "status",
+    "since",
+    "until",
+    "model",
+    "min_score",
+    "max_score",
+    "name",
+    "corrected",
+    "sort",
+    "limit",
+)
+_TIME_HELP = (
+    "an ISO date or datetime (local time unless it has an offset) or an age: 30m, 2h, 7d, 1w"
+)
+
+
+def add_commands(sub: Any) -> None:
+    """Register query on the CLI's subparsers."""
+    query = sub.add_parser("query", help="list recorded images matching filters")
+    # Values are validated by parse_query, not argparse: one clear line per mistake, exit 2.
+    query.add_argument("--label", help="predicted (or corrected) label")
+    query.add_argument("--status", help="pending, filed, failed, deleted or duplicate")
+    query.add_argument("--since", help=f"received at or after: {_TIME_HELP}")
+    query.add_argument("--until", help=f"received before (a date: to its end): {_TIME_HELP}")
+    query.add_argument("--model", metavar="VERSION", help="classified by this model version")
+    query.add_argument("--min-score", help="score at least this (0 to 1)")
+    query.add_argument("--max-score", help="score at most this (0 to 1)")
+    query.add_argument("--name", metavar="GLOB", help="original file name, * and ?, any case")
+    query.add_argument("--corrected", action="store_true", help="only images with a correction")
+    query.add_argument("--sort", metavar="FIELD", help="a column; --sort=-FIELD for descending")
+    query.add_argument("--limit", metavar="N", help="at most N images")
+    query.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table (local times), csv and json (UTC times), or paths: one per line, for "
+        "xargs -d '\\n'",
+    )
+    query.set_defaults(handler=cmd_query)
+
+
+# --------------------------------------------------------------------------------------------
+# query: pure filter building
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """Validated filters, sort and limit of `inboxsort query`."""
+
+    label: str | None = None
+    status: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    model: int | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    name: str | None = None
+    corrected: bool = False
+    sort: str = "received_at"
+    descending: bool = False
+    limit: int | None = None
+
+
+def _bad(option: str, value: str, expected: str) -> ConfigError:
+    return ConfigError(f"query: {option} {value!r}: expected {expected}")
+
+
+def parse_time(text: str, *, option: str, now: dt.datetime, end: bool = False) -> dt.datetime:
+    """An aware datetime from ISO text or an age like 2h; `end` makes a date mean its end."""
+    match = _RELATIVE.fullmatch(text.strip().lower())
+    if match:
+        return now - dt.timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+    try:
+        day = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        pass
+    else:
+        # astimezone() on a naive datetime reads it as local time: the user's midnight.
+        start = dt.datetime.combine(day, dt.time()).astimezone()
+        return start + dt.timedelta(days=1) if end else start
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _bad(option, text, _TIME_HELP) from None
+    return moment.astimezone() if moment.tzinfo is None else moment
+
+
+def _number(option: str, text: str | None, kind: type, low: float, high: float) -> Any:
+    if text is None:
+        return None
+    expected = "a score from 0 to 1" if kind is float else f"an integer of at least {low}"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise _bad(option, text, expected) from None
+    if not low <= value <= high:  # also refuses nan
+        raise _bad(option, text, expected)
+    return value
+
+
+def parse_query(
+    *,
+    label: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    model: str | None = None,
+    min_score: str | None = None,
+    max_score: str | None = None,
+    name: str | None = None,
+    corrected: bool = False,
+    sort: str | None = None,
+    limit: str | None = None,
+    now: dt.datetime | None = None,
+) -> ImageQuery:
+    """Validate command-line strings into an ImageQuery; ConfigError names the bad option."""
+    from inboxsort.db import schema
+
+    statuses = (
+        schema.STATUS_PENDING,
+        schema.STATUS_FILED,
+        schema.STATUS_FAILED,
+        schema.STATUS_DELETED,
+        schema.STATUS_DUPLICATE,
+    )
+    if status is not None and status not in statuses:
+        raise _bad("--status", status, "one of " + ", ".join(statuses))
+    now = now or dt.datetime.now(dt.UTC)
+    start = None if since is None else parse_time(since, option="--since", now=now)
+    stop = None if until is None else parse_time(until, option="--until", now=now, end=True)
+    low = _number("--min-score", min_score, float, 0, 1)
+    high = _number("--max-score", max_score, float, 0, 1)
+    if low is not None and high is not None and low > high:
+        raise _bad("--min-score", str(min_score), f"at most --max-score ({max_score})")
+    field = sort or "received_at"
+    descending = field.startswith("-")
+    field = field.removeprefix("-")
+    columns = _columns()
+    if field not in columns:
+        raise _bad("--sort", str(sort), "an images column, - for descending: " + ", ".join(columns))
+    return ImageQuery(
+        label=label,
+        status=status,
+        since=start,
+        until=stop,
+        model=_number("--model", model, int, 0, math.inf),
+        min_score=low,
+        max_score=high,
+        name=name,
+        corrected=corrected,
+        sort=field,
+        descending=descending,
+        limit=_number("--limit", limit, int, 1, math.inf),
+    )
+
+
+def glob_to_like(pattern: str) -> str:
+    """A LIKE pattern (escape character backslash) for a shell glob using * and ?."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def build_select(query: ImageQuery) -> Select[Any]:
+    """The SELECT over images that `query` describes."""
+    from sqlalchemy import select
+
+    from inboxsort.db import Correction, Image
+
+    stmt = select(Image)
+    if query.label is not None:
+        stmt = stmt.where(Image.label == query.label)
+    if query.status is not None:
+        stmt = stmt.where(Image.status == query.status)
+    if query.since is not None:
+        stmt = stmt.where(Image.received_at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(Image.received_at < query.until)
+    if query.model is not None:
+        stmt = stmt.where(Image.model_version == query.model)
+    if query.min_score is not None:
+        stmt = stmt.where(Image.score >= query.min_score)
+    if query.max_score is not None:
+        stmt = stmt.where(Image.score <= query.max_score)
+    if query.name is not None:
+        stmt = stmt.where(Image.original_name.ilike(glob_to_like(query.name), escape="\\"))
+    if query.corrected:
+        stmt = stmt.where(Image.id.in_(select(Correction.image_id)))
+    column = Image.__table__.columns[query.sort]
+    # id breaks ties, so equal sort keys keep arrival order and pages are stable.
+    order = [column.desc(), Image.id.desc()] if query.descending else [column, Image.id]
+    stmt = stmt.order_by(*order)
+    return stmt if query.limit is None else stmt.limit(query.limit)
+
+
+# --------------------------------------------------------------------------------------------
+# query: output
+# --------------------------------------------------------------------------------------------
+
+
+def json_value(value: Any) -> Any:
+    """A column value for JSON or CSV: datetimes as ISO text."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _columns() -> list[str]:
+    from inboxsort.db import Image
+
+    return [c.key for c in Image.__table__.columns]
+
+
+def image_rows(images: list[Image]) -> list[dict[str, Any]]:
+    """Every column of each image, datetimes as ISO text (UTC)."""
+    keys = _columns()
+    return [{k: json_value(getattr(image, k)) for k in keys} for image in images]
+
+
+def _table_cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if key == "score":
+        return f"{value:.4f}"
+    if isinstance(value, dt.datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def render_images(images: list[Image], fmt: str) -> str:
+    """The images as text in one of FORMATS."""
+    if fmt == "paths":
+        return "".join(f"{image.path}\n" for image in images)
+    if fmt == "json":
+        return json.dumps(image_rows(images), indent=2) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        columns = _columns()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[json_value(getattr(i, k)) for k in columns] for i in images])
+        return out.getvalue()
+    cells = [[_table_cell(k, getattr(i, k)) for k in TABLE_COLUMNS] for i in images]
+    widths = [
+        max(len(row[n]) for row in [list(TABLE_COLUMNS), *cells]) for n in range(len(TABLE_COLUMNS))
+    ]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [list(TABLE_COLUMNS), *cells]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_out(text: str) -> None:
+    """Write to stdout; a reader that went away (head, xargs) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def open_readonly(config: Config) -> Database:
+    """The configured database, read-only and unmigrated."""
+    from inboxsort.db import open_database
+
+    # Read-only and unmigrated: never takes a write lock from the daemon, never alters schema.
+    return open_database(config.database.url, readonly=True, migrate=False)
+
+
+def cmd_query(config: Config, args: argparse.Namespace) -> int:
+    """Print the recorded images matching the filters."""
+    query = parse_query(**{name: getattr(args, name) for name in _OPTIONS})
+    with open_readonly(config) as db, db.session() as session:
+        images: list[Image] = list(session.scalars(build_select(query)))
+    if not images and args.format == "table":
+        print("no images match", file=sys.stderr)
+        return 0
+    write_out(render_images(images, args.format))
+    return 0

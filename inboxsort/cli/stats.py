@@ -1,0 +1,167 @@
+"""`inboxsort stats`: counts by label and status, corrections, the model, the daemon's health.
+
+Read-only and TensorFlow-free like `query`; `daemon.running` is judged from the heartbeat row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from inboxsort.cli.query import json_value, open_readonly, write_out
+from inboxsort.config import Config
+
+if TYPE_CHECKING:
+    from inboxsort.db import DaemonState, Database
+
+HEARTBEAT_STALE_SECONDS = 30.0
+
+
+def add_commands(sub: Any) -> None:
+    """Register stats on the CLI's subparsers."""
+    stats = sub.add_parser("stats", help="counts, the active model and the daemon's health")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=cmd_stats)
+
+
+def daemon_status(row: DaemonState | None, *, now: dt.datetime) -> dict[str, Any]:
+    """The heartbeat row as JSON-ready data, with `running` judged from its age and state."""
+    from inboxsort.db import DAEMON_STOPPED, DaemonState
+
+    keys = [c.key for c in DaemonState.__table__.columns if c.key != "id"]
+    out: dict[str, Any] = dict.fromkeys(keys)
+    out.update(running=False, heartbeat_age_seconds=None, uptime_seconds=None)
+    if row is None:
+        out["reason"] = "no daemon has run on this database"
+        return out
+    out.update({k: json_value(getattr(row, k)) for k in keys})
+    age = None if row.heartbeat_at is None else (now - row.heartbeat_at).total_seconds()
+    out["heartbeat_age_seconds"] = None if age is None else round(age, 1)
+    if row.state == DAEMON_STOPPED:
+        out["reason"] = "stopped"
+    elif age is None or age > HEARTBEAT_STALE_SECONDS:
+        # A state other than stopped with an old heartbeat: killed or crashed, not stopped.
+        out["reason"] = (
+            f"state {row.state} but no heartbeat for over {HEARTBEAT_STALE_SECONDS:.0f} s"
+        )
+    else:
+        out["running"], out["reason"] = True, None
+        if row.started_at is not None:
+            out["uptime_seconds"] = round((now - row.started_at).total_seconds())
+    return out
+
+
+def collect_stats(db: Database, models_dir: Path, *, now: dt.datetime) -> dict[str, Any]:
+    """Everything `inboxsort stats` reports, as JSON-ready data."""
+    from sqlalchemy import func, select
+
+    from inboxsort.db import Correction, Image
+    from inboxsort.db.queries import corrections_since, read_heartbeat
+    from inboxsort.trainer.registry import ModelStore
+
+    versions = ModelStore(models_dir, db).versions()
+    active = next(v for v in versions if v.active)
+    first_hour = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=23)
+    with db.session() as session:
+        by_status = dict(
+            session.execute(select(Image.status, func.count()).group_by(Image.status)).all()
+        )
+        by_label = dict(
+            session.execute(
+                select(Image.label, func.count())
+                .where(Image.label.is_not(None))
+                .group_by(Image.label)
+            ).all()
+        )
+        corrections = session.scalar(select(func.count()).select_from(Correction)) or 0
+        # Same rule as the retrainer: not yet seen by a model trained from the active one.
+        unused = len(corrections_since(session, active.version))
+        recent = session.scalars(select(Image.received_at).where(Image.received_at >= first_hour))
+        per_hour = [0] * 24
+        for received in recent:
+            per_hour[min(23, int((received - first_hour).total_seconds() // 3600))] += 1
+        heartbeat = read_heartbeat(session)
+        daemon = daemon_status(heartbeat, now=now)
+    return {
+        "images": {
+            "total": sum(by_status.values()),
+            "by_status": dict(sorted(by_status.items())),
+            "by_label": dict(sorted(by_label.items())),
+        },
+        "corrections": {"total": corrections, "unused": unused},
+        "model": {
+            "active_version": active.version,
+            "builtin": active.builtin,
+            "path": active.path,
+            "image_size": active.image_size,
+            "classes": active.classes,
+            "metrics": active.metrics,
+        },
+        "per_hour": [
+            {"hour": (first_hour + dt.timedelta(hours=n)).isoformat(), "count": count}
+            for n, count in enumerate(per_hour)
+        ],
+        "daemon": daemon,
+    }
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    """`inboxsort stats` as lines of text."""
+    images, model, daemon = stats["images"], stats["model"], stats["daemon"]
+    counts = ", ".join(f"{k} {v}" for k, v in images["by_status"].items())
+    labels = ", ".join(f"{k} {v}" for k, v in images["by_label"].items())
+    acc = ((model["metrics"] or {}).get("test") or {}).get("accuracy")
+    hours = [h["count"] for h in stats["per_hour"]]
+    lines = [
+        f"images: {images['total']}" + (f" ({counts})" if counts else ""),
+        f"labels: {labels or 'none yet'}",
+        f"corrections: {stats['corrections']['total']} "
+        f"({stats['corrections']['unused']} not yet used for training)",
+        f"model: version {model['active_version']}"
+        + (" (shipped)" if model["builtin"] else "")
+        + f", {model['image_size'] or '?'}px"
+        + ("" if acc is None else f", test accuracy {acc:.4f}"),
+        f"last 24 h: {sum(hours)} images; per hour, oldest first: {' '.join(map(str, hours))}",
+    ]
+    if not daemon["running"]:
+        age = daemon["heartbeat_age_seconds"]
+        last = "" if age is None else f"; last heartbeat {_ago(age)} ago"
+        lines.append(f"daemon: not running ({daemon['reason']}{last})")
+        return "\n".join(lines) + "\n"
+    batch = (
+        "no batch yet"
+        if daemon["last_batch_size"] is None
+        else f"last batch {daemon['last_batch_size']} images in "
+        f"{daemon['last_batch_ms'] or 0:.0f} ms at {daemon['last_batch_at']}"
+    )
+    uptime = daemon["uptime_seconds"]
+    lines += [
+        f"daemon: {daemon['state']}, pid {daemon['pid']} on {daemon['hostname'] or '?'}"
+        + ("" if uptime is None else f", up {_ago(uptime)}")
+        + f", model version {daemon['model_version']}",
+        f"  queue {daemon['queue_depth']}, in flight {daemon['in_flight']}, "
+        f"processed {daemon['processed']}, failed {daemon['failed']}; {batch}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_stats(config: Config, args: argparse.Namespace) -> int:
+    """Print counts, the active model and whether the daemon is alive."""
+    with open_readonly(config) as db:
+        stats = collect_stats(db, config.paths.models, now=dt.datetime.now(dt.UTC))
+    write_out(json.dumps(stats, indent=2) + "\n" if args.json else render_stats(stats))
+    return 0
