@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import queue
@@ -180,7 +181,7 @@ class Daemon:
             model_version=self.server.classifier.version,
             last_batch_size=last.size if last else None,
             last_batch_ms=last.millis if last else None,
-            last_batch_at=utcnow() if last and time.time() - last.at < HEARTBEAT_SECONDS else None,
+            last_batch_at=dt.datetime.fromtimestamp(last.at, dt.UTC) if last else None,
         )
 
     def supervise(self, *, tick: float = 0.2) -> None:
