@@ -66,8 +66,8 @@ def build_model(
     # it lives inside the model so serving feeds raw pixels and cannot drift from training,
     # and unlike a Lambda it loads with safe_mode on.
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_input")(x)
-    # training=False keeps BatchNorm in inference mode even when the base is unfrozen later,
-    # as the tutorial explains: otherwise fine-tuning wrecks what the base learned.
+    # The tutorial's training=False for the base. Keras 3 overrides it with fit's training=True,
+    # so compile_phase also keeps every BatchNormalization layer frozen (see there).
     x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -105,6 +105,13 @@ def compile_phase(
         base.trainable = True
         for layer in base.layers[:fine_tune_at]:
             layer.trainable = False
+        # Keras 3 passes fit's training=True through the graph over the base's training=False
+        # (keras-team/keras#20285); only a frozen BatchNormalization runs in inference mode.
+        # Unfrozen, it normalises with batch statistics while training and moving ones when
+        # serving: a one-sided batch of corrections then teaches the opposite of its labels.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
         optimizer = keras.optimizers.RMSprop(learning_rate)
     if model.output_shape[-1] == 1:
         loss: Any = keras.losses.BinaryCrossentropy(
