@@ -37,7 +37,7 @@ def _quiet_tensorflow() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command."""
-    from inboxsort.cli import doctor, labels, models, ops, query, stats
+    from inboxsort.cli import doctor, labels, learn, models, ops, query, stats
 
     parser = argparse.ArgumentParser(
         prog="inboxsort", description="Sort images dropped into an inbox folder by class."
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=ops.cmd_run)
 
     models.add_commands(sub)
+    learn.add_commands(sub)
     ops.add_commands(sub)
     labels.add_commands(sub)
     query.add_commands(sub)
