@@ -30,7 +30,14 @@ from typing import Any
 from sqlalchemy import or_, select, update
 
 from inboxsort.config import Config
-from inboxsort.db import Correction, Database, ModelVersion, open_database, utcnow
+from inboxsort.db import (
+    SOURCE_RECLASSIFY,
+    Correction,
+    Database,
+    ModelVersion,
+    open_database,
+    utcnow,
+)
 from inboxsort.db.queries import corrections_since
 from inboxsort.errors import InboxsortError
 from inboxsort.trainer.artifact import read_card
@@ -132,9 +139,10 @@ def new_corrections(db: Database, active: int) -> tuple[list[Correction], int]:
     arrived after the last retrain attempt that looked at the pool: the start of an attempt
     from the active version, or of the attempt that produced it. So a rejected attempt does not
     rerun on the same corrections every interval, yet still trains on them next time.
+    `reclassify` rows are left out: they record a model's own predictions, not the user's word.
     """
     with db.session() as session:
-        pool = corrections_since(session, active)
+        pool = [c for c in corrections_since(session, active) if c.source != SOURCE_RECLASSIFY]
         looks = session.scalars(
             select(ModelVersion).where(
                 or_(ModelVersion.parent == active, ModelVersion.version == active)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from inboxsort.config import Config
-from inboxsort.db import STATUS_FILED, Correction, Database, Image
+from inboxsort.db import SOURCE_RECLASSIFY, STATUS_FILED, Correction, Database, Image
 from inboxsort.trainer.dataset import discover, file_sha256, hash_fraction
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,9 @@ def _from_library(
     """Replay and judge on confirmed images: filed in library/<label>/ and never corrected."""
     library = config.paths.library
     with db.session() as session:
-        corrected = select(Correction.image_id)
+        # A reclassified image left in place is like one the daemon filed: a model's label
+        # the user let stand. Any other correction makes it a correction, not a confirmation.
+        corrected = select(Correction.image_id).where(Correction.source != SOURCE_RECLASSIFY)
         rows = session.execute(
             select(Image.path, Image.label, Image.sha256).where(
                 Image.status == STATUS_FILED,

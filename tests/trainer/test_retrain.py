@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from inboxsort.config import Config, load_config
-from inboxsort.db import SOURCE_MOVE, STATUS_FILED, Correction, Database, Image, open_database
+from inboxsort.db import (
+    SOURCE_MOVE,
+    SOURCE_RECLASSIFY,
+    STATUS_FILED,
+    Correction,
+    Database,
+    Image,
+    open_database,
+)
 from inboxsort.trainer.dataset import file_sha256, hash_fraction
 from inboxsort.trainer.registry import ModelStore
 from inboxsort.trainer.retrain import SavedModelFile, judge, new_corrections, retrain
@@ -180,6 +188,21 @@ def test_below_the_threshold_it_skips_fast_without_tensorflow(make_setup, datase
     reason, tf_loaded, keras_loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert reason.startswith("skipped: 3 new") and not tf_loaded and not keras_loaded
     assert time.monotonic() - started < 15
+
+
+def test_reclassify_rows_are_the_model_speaking_and_do_not_count(make_setup, dataset_root):
+    setup = make_setup(retrain_section(min_new_corrections=3))
+    for path in unseen(dataset_root, "cats", count=4):
+        image_id = file_image(setup, path, predicted="cats")
+        with setup.db.session() as session, session.begin():
+            session.add(
+                Correction(
+                    image_id=image_id, old_label="dogs", new_label="cats", source=SOURCE_RECLASSIFY
+                )
+            )
+    pool, new = new_corrections(setup.db, 1)
+    assert (pool, new) == ([], 0)
+    assert retrain(setup.config).reason.startswith("skipped: 0 new")
 
 
 def test_force_with_nothing_usable_skips(make_setup, dataset_root):
