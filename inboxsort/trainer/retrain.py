@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ _FLOAT_SLACK = 1e-9  # accuracies are ratios of small integers; do not let round
 
 @dataclass(frozen=True)
 class RetrainOutcome:
-    """What one retrain attempt did; `failed` means no candidate came out of the worker."""
+    """One attempt: `ran` once a training process started; `failed` if no candidate came out."""
 
     ran: bool
     reason: str
@@ -291,14 +291,18 @@ def _card(
 def retrain(
     config: Config, *, force: bool = False, stop: threading.Event | None = None
 ) -> RetrainOutcome:
-    """Fine-tune the active model on new corrections if there are enough (or `force`)."""
+    """Fine-tune the active model on new corrections if there are enough (or `force`).
+
+    Never raises for a failed training (see `failed` and `reason`); setting `stop` kills a
+    running worker within POLL_SECONDS. Only an unusable database raises (StoreError).
+    """
     started = time.monotonic()
     db = open_database(config.database.url)
     try:
         outcome = _retrain(config, db, force=force, stop=stop)
     finally:
         db.close()
-    outcome = RetrainOutcome(**{**asdict(outcome), "seconds": round(time.monotonic() - started, 1)})
+    outcome = replace(outcome, seconds=round(time.monotonic() - started, 1))
     (log.warning if outcome.failed else log.info)("retrain: %s", outcome.reason)
     return outcome
 
@@ -307,21 +311,23 @@ def _retrain(
     config: Config, db: Database, *, force: bool, stop: threading.Event | None
 ) -> RetrainOutcome:
     store = ModelStore(config.paths.models, db)
-    active = store.active_version()
-    planned_at = utcnow()  # before reading: a correction arriving meanwhile counts again later
-    pool, new = new_corrections(db, active)
-    need = config.retrain.min_new_corrections
-    if new < need and not force:
-        return RetrainOutcome(
-            ran=False,
-            reason=f"skipped: {new} new correction(s) for version {active}, {need} needed",
-            active=active,
-            new_corrections=new,
-        )
+    # Lock first: the active version and the pool must not be read before another attempt
+    # (daemon or CLI) has finished promoting and marking what it used.
     with _exclusive(config.paths.models) as mine:
+        active = store.active_version()
         if not mine:
             return RetrainOutcome(
                 ran=False, reason="skipped: another retrain is running", active=active
+            )
+        planned_at = utcnow()  # before reading: a correction arriving meanwhile counts later
+        pool, new = new_corrections(db, active)
+        need = config.retrain.min_new_corrections
+        if new < need and not force:
+            return RetrainOutcome(
+                ran=False,
+                reason=f"skipped: {new} new correction(s) for version {active}, {need} needed",
+                active=active,
+                new_corrections=new,
             )
         try:
             return _train_and_judge(config, db, store, active, pool, new, planned_at, stop)
@@ -364,6 +370,11 @@ def _train_and_judge(
         promote, reason = judge(
             result["active"], result["candidate"], tolerance=config.retrain.tolerance
         )
+        now_active = store.active_version()
+        if promote and now_active != active:
+            # Someone chose a version while this trained; their choice stands.
+            promote = False
+            reason += f"; kept inactive: version {now_active} was activated meanwhile"
         metrics = {
             "gate": {
                 "active": result["active"],

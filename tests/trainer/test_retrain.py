@@ -205,6 +205,18 @@ def test_reclassify_rows_are_the_model_speaking_and_do_not_count(make_setup, dat
     assert retrain(setup.config).reason.startswith("skipped: 0 new")
 
 
+def test_a_second_retrain_skips_while_one_holds_the_lock(make_setup, dataset_root):
+    import fcntl
+
+    setup = make_setup(retrain_section(min_new_corrections=1))
+    file_image(setup, unseen(dataset_root, "cats", count=1)[0], predicted="dogs", truth="cats")
+    with open(setup.config.paths.models / ".retrain.lock", "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        outcome = retrain(setup.config, force=True)
+    assert (outcome.ran, outcome.failed) == (False, False)
+    assert outcome.reason == "skipped: another retrain is running"
+
+
 def test_force_with_nothing_usable_skips(make_setup, dataset_root):
     setup = make_setup(retrain_section(min_new_corrections=50))
     image_id = file_image(
