@@ -319,6 +319,10 @@ def _retrain(
             return RetrainOutcome(
                 ran=False, reason="skipped: another retrain is running", active=active
             )
+        # Holding the lock, no attempt is running: work folders left here are from one killed
+        # with its parent (the daemon SIGKILLed), whose `finally` never ran.
+        for stale in config.paths.models.glob(".retrain-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         planned_at = utcnow()  # before reading: a correction arriving meanwhile counts later
         pool, new = new_corrections(db, active)
         need = config.retrain.min_new_corrections
