@@ -12,7 +12,9 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from imagegen import TEXT_BYTES, noise, save
 from watchdog.observers.polling import PollingObserver
 
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FILED
+from inboxsort.trainer.artifact import BUILTIN
 
 LABELS = ("cats", "dogs")
 FLOOD_PER_CLASS = 245
@@ -78,17 +81,23 @@ def test_a_flood_of_500_images_is_filed_once_each_in_real_batches(
         save(noise((96, 64), seed=i), tmp_path / "generated" / f"generated_{i:02d}{suffix}")
         for i, suffix in enumerate([".png", ".jpg"] * (FLOOD_GENERATED // 2))
     ]
-    sources = [
-        *validation_jpegs["cats"][:FLOOD_PER_CLASS],
-        *validation_jpegs["dogs"][:FLOOD_PER_CLASS],
-        *generated,
-    ]
-    expected = {p.name: sha256_of(p) for p in sources}
-    assert len(expected) == len(sources) == 500
+    # Half of the photos are written into the inbox, half renamed in from a folder on the same
+    # disk (as uploaders and browsers deliver), with the dataset's mtimes, which filing keeps.
+    copied = [*validation_jpegs["cats"][:FLOOD_PER_CLASS], *generated]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    dogs = validation_jpegs["dogs"][:FLOOD_PER_CLASS]
+    renamed = [Path(shutil.copy2(p, staging / p.name)) for p in dogs]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in dogs}
+    expected = {p.name: sha256_of(p) for p in [*copied, *renamed]}
+    assert len(expected) == 500
 
     with running_daemon(site) as daemon:
-        for source in sources:
-            drop(source, site.inbox / source.name)
+        for one, other in zip(copied, renamed, strict=False):
+            drop(one, site.inbox / one.name)
+            other.rename(site.inbox / other.name)
+        for one in copied[len(renamed) :]:
+            drop(one, site.inbox / one.name)
         wait_for(lambda: site.settled(500), "all 500 images filed", describe=site.describe)
         assert (daemon.server.processed, daemon.server.failed) == (500, 0)
 
@@ -100,6 +109,8 @@ def test_a_flood_of_500_images_is_filed_once_each_in_real_batches(
         assert row.source_path == str(site.inbox / row.original_name)
         assert row.model_version == 1
         assert row.duplicate_of is None
+        if row.original_name in mtimes:
+            assert path.stat().st_mtime_ns == mtimes[row.original_name]
     # Nothing else anywhere: one file per row, the inbox empty, failed/ and duplicates/ empty.
     assert site.outputs() == sorted(paths)
     assert site.inbox_files() == []
@@ -367,3 +378,69 @@ def test_an_activated_version_is_served_within_seconds_and_a_corrupt_one_is_refu
     versions = {r.original_name: r.model_version for r in site.rows()}
     assert versions == {"before.jpg": 1, "after.jpg": good, "still.jpg": good}
     assert f"now serving model version {good} (was 1)" in caplog.text
+
+
+def test_a_swap_to_a_model_of_another_input_size_mid_stream_files_each_image_once(
+    new_site, validation_jpegs
+):
+    """Images keep arriving while the shipped 224 px model replaces the 160 px one.
+
+    Some are decoded at 160 px and reach the batcher after the swap: they must be decoded again,
+    not lost, not filed twice, not fed to the model at the wrong size.
+    """
+    site = new_site()
+    sources = iter(validation_jpegs["dogs"][200:500])
+    expected: dict[str, str] = {}
+
+    def drop_next() -> None:
+        source = next(sources)
+        expected[source.name] = sha256_of(source)
+        drop(source, site.inbox / source.name)
+
+    with running_daemon(site) as daemon:
+        for _ in range(10):
+            drop_next()
+        site.activate(BUILTIN)
+
+        def swapped() -> bool:
+            drop_next()  # a steady stream (one image per look) until the new model serves
+            return daemon.server.classifier.version == BUILTIN
+
+        wait_for(swapped, "the shipped model to serve", timeout=60, interval=0.1)
+        for _ in range(10):
+            drop_next()
+        count = len(expected)
+        wait_for(lambda: site.settled(count), "the stream filed", describe=site.describe)
+
+    rows = site.rows()
+    assert sorted(r.original_name for r in rows) == sorted(expected)
+    for row in rows:
+        assert_filed(row, site, expected[row.original_name])
+    versions = [r.model_version for r in sorted(rows, key=lambda r: r.id)]
+    assert set(versions) == {1, BUILTIN}, versions
+    assert versions[-10:] == [BUILTIN] * 10  # dropped after the swap
+
+
+def test_a_locked_database_holds_images_in_the_inbox_until_it_is_free(new_site, validation_jpegs):
+    """Another writer (a sqlite3 shell, the CLI) holds the lock: the row comes before the move,
+    so while the daemon cannot write it, the image stays where it is; then it is filed."""
+    site = new_site()
+    source = validation_jpegs["cats"][14]
+    with running_daemon(site) as daemon:
+        wait_for(daemon.intake.idle, "the start-up scan to finish")
+        with closing(sqlite3.connect(site.database_file, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # the write lock, held
+            drop(source, site.inbox / "waiting.jpg")
+            # Claimed, decoded and out of the batcher: the inference thread is filing it.
+            wait_for(
+                lambda: daemon.intake.in_flight() == 1 and daemon.server.queued() == 0,
+                "the daemon to reach the locked database",
+            )
+            held_until = time.monotonic() + 1.0
+            while time.monotonic() < held_until:
+                assert (site.inbox / "waiting.jpg").is_file()
+                assert site.rows() == [] and site.outputs() == []
+                time.sleep(0.05)
+            other.execute("ROLLBACK")
+        wait_for(lambda: site.settled(1), "waiting.jpg filed", describe=site.describe)
+    assert_filed(site.row_by_name("waiting.jpg"), site, sha256_of(source))
