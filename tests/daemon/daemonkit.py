@@ -301,15 +301,26 @@ class DaemonProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def until(self, condition: Callable[[], T], what: str, **kwargs: Any) -> T:
+        """wait_for(condition, ...) that fails at once if this process exits meanwhile."""
+
+        def check() -> T:
+            value = condition()
+            if not value and not self.alive():
+                raise AssertionError(
+                    f"daemon exited {self.process.returncode} before {what}:\n{self.log()}"
+                )
+            return value
+
+        return wait_for(check, what, **kwargs)
+
+    def wait_log(self, text: str, what: str, *, timeout: float = WAIT_SECONDS) -> None:
+        """Wait for `text` in the log; fail at once if the process exits meanwhile."""
+        self.until(lambda: text in self.log(), what, timeout=timeout, interval=0.1)
+
     def wait_ready(self, timeout: float = READY_SECONDS) -> None:
         """Wait for the "watching ..." line start() logs once recovery and the scan are queued."""
-
-        def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(f"daemon exited {self.process.returncode}:\n{self.log()}")
-            return "inboxsort.daemon: watching " in self.log()
-
-        wait_for(ready, "the daemon to start", timeout=timeout, interval=0.1)
+        self.wait_log("inboxsort.daemon: watching ", "the daemon to start", timeout=timeout)
 
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)

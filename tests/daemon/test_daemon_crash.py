@@ -16,7 +16,7 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-from daemonkit import READY_SECONDS, Site, sha256_of, wait_for
+from daemonkit import READY_SECONDS, Site, sha256_of
 from imagegen import TEXT_BYTES, random_bytes
 
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED, STATUS_PENDING
@@ -163,15 +163,15 @@ def test_kill_9_at_random_moments_of_a_flood_loses_and_doubles_nothing(
     for kill, moment in enumerate(moments, start=1):
         before = len(site.outputs())
         if moment == "filing":
-            wait_for(
-                lambda: pending_moves(site),
+            daemon.until(
+                lambda: pending_moves(site) or not site.inbox_files(),
                 f"a batch being filed before kill {kill} ({'; '.join(story)})",
                 timeout=READY_SECONDS,
                 interval=0.002,
             )
             delay = rng.uniform(0.0, 0.015)
         else:
-            wait_for(
+            daemon.until(
                 lambda before=before: len(site.outputs()) > before,
                 f"progress before kill {kill} ({'; '.join(story)})",
                 timeout=READY_SECONDS,
@@ -186,11 +186,19 @@ def test_kill_9_at_random_moments_of_a_flood_loses_and_doubles_nothing(
         assert_nothing_lost(site, expected)
         if kill < len(moments):
             daemon = spawn(site)
+            daemon.wait_ready()  # recovery done: pending rows now are the new process's own
     story_text = "; ".join(story)
 
     # Finish with one pass over what is left: it must recover, file everything and exit 0.
     final = spawn(site, "--once", log_name="once")
     assert final.wait(READY_SECONDS) == 0, f"{story_text}\n{final.log()}"
+    logs = sorted((site.root / "logs").iterdir())
+    story_text += "".join(
+        f"\n{log.name}: {line.split(': ', 1)[-1]}"
+        for log in logs
+        for line in log.read_text().splitlines()
+        if "recovery after an unclean stop" in line
+    )
     statuses = assert_exact_accounting(site, expected)
     assert statuses == {STATUS_FILED: 180, STATUS_FAILED: 90, STATUS_DUPLICATE: 30}, story_text
     beat = site.heartbeat()
@@ -209,7 +217,7 @@ def test_sigterm_in_a_flood_drains_and_exits_0_and_a_restart_finishes(
     daemon = spawn(site)
     daemon.wait_ready()
     expected = copy_in(flood(validation_jpegs, 200, offset=400), site.inbox)
-    wait_for(lambda: len(site.outputs()) >= 16, "the flood under way", describe=site.describe)
+    daemon.until(lambda: len(site.outputs()) >= 16, "the flood under way", describe=site.describe)
     start = time.monotonic()
     daemon.signal(signal.SIGTERM)
     code = daemon.wait(SIGTERM_SECONDS + 5)
@@ -262,9 +270,9 @@ def test_sighup_retries_a_version_that_failed_to_load(
     daemon.wait_ready()
     site.activate(version)
     refused = f"cannot load model version {version}, still serving 1"
-    wait_for(lambda: refused in daemon.log(), "the corrupt version refused", timeout=60)
+    daemon.wait_log(refused, "the corrupt version refused", timeout=60)
     shutil.copyfile(validation_jpegs["cats"][30], site.inbox / "during.jpg")
-    wait_for(lambda: site.settled(1), "during.jpg filed", describe=site.describe)
+    daemon.until(lambda: site.settled(1), "during.jpg filed", describe=site.describe)
     assert site.row_by_name("during.jpg").model_version == 1
 
     # Repair the version in place (atomically), then ask for a reload.
@@ -273,10 +281,10 @@ def test_sighup_retries_a_version_that_failed_to_load(
     fixed.with_suffix(".new").rename(fixed)
     daemon.signal(signal.SIGHUP)
     serving = f"now serving model version {version} (was 1)"
-    wait_for(lambda: serving in daemon.log(), "the repaired version served", timeout=60)
+    daemon.wait_log(serving, "the repaired version served", timeout=60)
     assert daemon.alive()
     shutil.copyfile(validation_jpegs["cats"][31], site.inbox / "after.jpg")
-    wait_for(lambda: site.settled(2), "after.jpg filed", describe=site.describe)
+    daemon.until(lambda: site.settled(2), "after.jpg filed", describe=site.describe)
     assert site.row_by_name("after.jpg").model_version == version
 
     daemon.signal(signal.SIGTERM)
