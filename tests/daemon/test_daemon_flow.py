@@ -22,6 +22,7 @@ from daemonkit import running_daemon, sha256_of, wait_for
 from imagegen import TEXT_BYTES, noise, save
 from watchdog.observers.polling import PollingObserver
 
+from inboxsort.daemon.filing import REVIEW_FOLDER
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FILED
 from inboxsort.trainer.artifact import BUILTIN
 
@@ -209,6 +210,27 @@ def test_the_same_content_under_two_names(new_site, validation_jpegs, mode):
     assert site.outputs() == sorted(Path(r.path) for r in site.rows())
     moved = {"second.jpg", copies[0].original_name} if mode == "move" else set()
     assert {p.name for p in site.outputs() if p.is_relative_to(site.duplicates)} == moved
+
+
+def test_unsure_images_go_to_review_with_their_label_on_record(
+    new_site, validation_jpegs, tmp_path
+):
+    threshold = 0.7  # the tiny model is unsure of many images (and of noise): both sides occur
+    site = new_site(filing={"review_below": threshold})
+    sources = [*validation_jpegs["cats"][40:50], *validation_jpegs["dogs"][40:50]]
+    sources += [save(noise((64, 64), seed=100 + i), tmp_path / f"noise_{i}.png") for i in range(4)]
+    with running_daemon(site):
+        for source in sources:
+            drop(source, site.inbox / source.name)
+        wait_for(lambda: site.settled(len(sources)), "all filed", describe=site.describe)
+    rows = site.rows()
+    for row in rows:
+        assert row.status == STATUS_FILED and row.label in LABELS
+        unsure = row.score < threshold
+        folder = site.library / (REVIEW_FOLDER if unsure else row.label)
+        assert Path(row.path) == folder / row.original_name, (row.score, row.path)
+    scores = sorted(r.score for r in rows)
+    assert scores[0] < threshold <= scores[-1], f"one-sided scores, nothing to tell: {scores}"
 
 
 def test_a_taken_name_gets_a_number_and_nothing_is_overwritten(new_site, validation_jpegs):
