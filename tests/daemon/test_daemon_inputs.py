@@ -167,6 +167,9 @@ def test_an_unreadable_file_fails_with_the_permission_error(
     data = validation_jpegs["cats"][21].read_bytes()
     prefix: list[str] = []
     if os.geteuid() == 0:
+        assert shutil.which("setpriv"), (
+            "running as root needs setpriv (util-linux) to drop to nobody"
+        )
         prefix = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
         reachable_dir.chmod(0o755)
         for entry in [reachable_dir, *reachable_dir.rglob("*")]:
