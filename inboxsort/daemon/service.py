@@ -85,6 +85,9 @@ class Daemon:
         self._started_at = utcnow()
         self._last_ping = 0.0
         self._failed_version: int | None = None
+        self._scheduler: Any = None
+        # Set at shutdown: kills a training process the scheduled job is waiting on.
+        self._retrain_stop = threading.Event()
 
     def _ping_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
@@ -122,6 +125,7 @@ class Daemon:
             )
             self._watch_library(observer)
             observer.start()
+            self._start_schedule()
         # The scan comes after the observer starts, so a file dropped in between is seen by
         # one or the other (both is fine: a claim happens once).
         self.rescan()
@@ -154,6 +158,20 @@ class Daemon:
         # It reconciles first: moves and deletions made while no daemon ran.
         self._library = LibraryWorker(self._tracker, events)
         self._library.start()
+
+    def _start_schedule(self) -> None:
+        """Start the retrain schedule; a promoted model reaches serving by the model poll."""
+        from inboxsort.daemon.schedule import make_scheduler
+        from inboxsort.trainer.retrain import retrain
+
+        def job() -> None:
+            outcome = retrain(self.config, stop=self._retrain_stop)
+            if outcome.promoted:
+                # Pick it up now rather than at the next poll.
+                self.reload_event.set()
+
+        self._scheduler = make_scheduler(self.config, job)
+        self._scheduler.start()
 
     def rescan(self) -> None:
         """Look at every file in the inbox (a safety net for events the watcher lost)."""
@@ -214,9 +232,10 @@ class Daemon:
         self.reload_event.clear()
         if reload:
             self.notifier.reloading()
+        current = self.server.classifier.version
+        wanted = current
         try:
             wanted = self.store.active_version()
-            current = self.server.classifier.version
             if wanted == current or (wanted == self._failed_version and not reload):
                 return
             log.info(
@@ -234,7 +253,7 @@ class Daemon:
                 wanted,
                 time.perf_counter() - start,
             )
-        except InboxsortError as exc:
+        except Exception as exc:  # an edge: whatever fails, serving goes on with the old model
             self._failed_version = wanted
             log.error("cannot load model version %d, still serving %d: %s", wanted, current, exc)
         finally:
@@ -249,6 +268,10 @@ class Daemon:
         """Stop intake, finish the batch in flight, record the final state."""
         self.notifier.stopping(f"stopping; {self.status_line()}")
         self.stop_event.set()
+        self._retrain_stop.set()
+        if self._scheduler is not None:
+            # A running retrain sees _retrain_stop, kills its child and returns within seconds.
+            self._scheduler.shutdown(wait=True)
         if self._observer is not None:
             self._observer.stop()
         deadline = time.monotonic() + _JOIN_SECONDS
