@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model bench bench-daemon bench-learning clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-learning bench-size clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,7 +48,18 @@ model: install
 	mv build/model inboxsort/builtin_model
 	grep -v -e '━' -e '\[1m' build/model.log > bench/results/model.log || true
 
-bench: bench-daemon
+# The same recipe at the tutorial's 160 px, for the input-size comparison (not shipped).
+model-160: install
+	rm -rf build/model-160
+	mkdir -p build bench/results
+	$(BIN)/inboxsort train $(subst --image-size 224,--image-size 160,$(MODEL_FLAGS)) \
+		--export build/model-160 2>&1 | tee build/model-160.log
+	grep -v -e '━' -e '\[1m' build/model-160.log > bench/results/model-160.log || true
+
+bench: bench-daemon bench-learning bench-size
+
+bench-size: install
+	$(BIN)/python bench/image_size.py
 
 bench-daemon: install
 	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt
