@@ -6,7 +6,6 @@ helpers that say where in the library a path is and which row a file belongs to.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -59,18 +58,6 @@ def check_class(label: str, classes: Sequence[str]) -> None:
     """Raise ConfigError (exit 2) naming the allowed classes when `label` is not one of them."""
     if label not in classes:
         raise ConfigError(f"unknown class {label!r}: expected one of {', '.join(classes)}")
-
-
-def sha256_file(path: Path) -> str | None:
-    """The hex SHA-256 of a file's bytes (as the daemon records it), or None if unreadable."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 def find_filed(session: Session, path: Path, st: os.stat_result) -> Image | None:

@@ -11,7 +11,6 @@ at dest_path (the row is completed), or in both places as one inode (the inbox n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -38,6 +37,7 @@ from inboxsort.db import (
 )
 from inboxsort.db.queries import find_by_sha256, pending_by_source, write_heartbeat
 from inboxsort.errors import StoreError
+from inboxsort.hashing import sha256_or_none
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -214,21 +214,10 @@ def _status_for(dest: Path, paths: PathsConfig) -> str:
     return STATUS_FILED
 
 
-def _sha256(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 def _same_content(row: Image, path: Path) -> bool:
     if path.is_symlink():
         return True  # a symlink is moved, never read; its name is all there is to compare
-    return row.sha256 is not None and _sha256(path) == row.sha256
+    return row.sha256 is not None and sha256_or_none(path) == row.sha256
 
 
 def _recover_row(row: Image, paths: PathsConfig, now: datetime) -> str:

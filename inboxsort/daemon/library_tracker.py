@@ -34,7 +34,8 @@ from inboxsort.db import (
     utcnow,
 )
 from inboxsort.db.queries import find_by_location
-from inboxsort.labels import Placement, placement, sha256_file
+from inboxsort.hashing import sha256_or_none
+from inboxsort.labels import Placement, placement
 
 log = logging.getLogger("inboxsort.daemon.library")
 
@@ -295,7 +296,7 @@ class LibraryTracker:
         if key not in self._hashes:
             if len(self._hashes) > 4096:
                 self._hashes.clear()
-            self._hashes[key] = None if stat.S_ISLNK(st.st_mode) else sha256_file(path)
+            self._hashes[key] = None if stat.S_ISLNK(st.st_mode) else sha256_or_none(path)
         return self._hashes[key]
 
     # ---- applying -----------------------------------------------------------------------

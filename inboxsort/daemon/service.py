@@ -131,11 +131,15 @@ class Daemon:
         self.rescan()
         self.ledger.heartbeat(state=DAEMON_RUNNING)
         self.notifier.ready(self.status_line())
+        if self.once:
+            how = "once: what is there now, then exit"
+        else:
+            how = "polling" if self.config.watch.polling else "inotify"
+            how += ", recursive" if self.config.watch.recursive else ""
         log.info(
-            "watching %s (%s%s) with model version %d; filing into %s",
+            "watching %s (%s) with model version %d; filing into %s",
             self.config.paths.inbox,
-            "polling" if self.config.watch.polling else "inotify",
-            ", recursive" if self.config.watch.recursive else "",
+            how,
             self.server.classifier.version,
             self.config.paths.library,
         )

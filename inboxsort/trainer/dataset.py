@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from inboxsort.errors import BadImage, ModelError
+from inboxsort.hashing import file_sha256
 from inboxsort.imageio import IMAGE_SUFFIXES, load_image
 
 TEST_SHARE_OF_VALIDATION = 0.2  # the tutorial moves 20% of validation to a test split
@@ -44,15 +45,6 @@ class Splits:
         for sample in sorted(self.test, key=lambda s: s.sha256):
             digest.update(f"test:{sample.label}:{sample.sha256}".encode())
         return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_fraction(sha256: str) -> float:

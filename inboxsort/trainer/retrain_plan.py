@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from inboxsort.config import Config
 from inboxsort.db import SOURCE_RECLASSIFY, STATUS_FILED, Correction, Database, Image
-from inboxsort.trainer.dataset import discover, file_sha256, hash_fraction
+from inboxsort.hashing import sha256_or_none
+from inboxsort.trainer.dataset import discover, hash_fraction
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def _split_corrections(
         if path is None or not path.is_file():
             plan.ignored["file gone"] += 1
             continue
-        sha = (image.sha256 if image is not None else None) or _sha(path)
+        sha = (image.sha256 if image is not None else None) or sha256_or_none(path)
         if sha is None:
             plan.ignored["unreadable"] += 1
             continue
@@ -141,13 +142,6 @@ def _split_corrections(
         else:
             plan.corrections.append(item)
             plan.used_ids += [r.id for r in rows]
-
-
-def _sha(path: Path) -> str | None:
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
 
 
 def _from_dataset(

@@ -23,7 +23,8 @@ from inboxsort.db import (
     Image,
     open_database,
 )
-from inboxsort.trainer.dataset import file_sha256, hash_fraction
+from inboxsort.hashing import file_sha256
+from inboxsort.trainer.dataset import hash_fraction
 from inboxsort.trainer.registry import ModelStore
 from inboxsort.trainer.retrain import SavedModelFile, judge, new_corrections, retrain
 

@@ -11,11 +11,11 @@ import pytest
 from imagegen import TEXT_BYTES, copy_first_images, noise, save, write_noise_images
 
 from inboxsort.errors import ModelError
+from inboxsort.hashing import file_sha256
 from inboxsort.trainer.dataset import (
     Splits,
     discover,
     discover_flat,
-    file_sha256,
     hash_fraction,
     load_arrays,
 )
