@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -40,6 +41,7 @@ log = logging.getLogger("inboxsort.daemon")
 HEARTBEAT_SECONDS = 2.0
 # How often the daemon looks for an activation or rollback made by `inboxsort models`.
 MODEL_POLL_SECONDS = 3.0
+RATE_WINDOW_SECONDS = 60.0  # the throughput systemctl status shows is over this window
 _JOIN_SECONDS = 8.0  # stays inside the 10 s systemd and the issue allow for a clean stop
 
 
@@ -88,6 +90,7 @@ class Daemon:
         self._scheduler: Any = None
         # Set at shutdown: kills a training process the scheduled job is waiting on.
         self._retrain_stop = threading.Event()
+        self._done_samples: deque[tuple[float, int]] = deque()
 
     def _ping_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
@@ -187,9 +190,20 @@ class Daemon:
         batch = f"; last batch {last.size} in {last.millis:.0f} ms" if last else ""
         return (
             f"model v{self.server.classifier.version}; {self.server.processed} filed, "
-            f"{self.server.failed} failed; queue {self.server.queued()}, "
-            f"in flight {self.intake.in_flight()}, settling {self.intake.waiting()}{batch}"
+            f"{self.server.failed} failed, {self.throughput():.1f} images/s; "
+            f"queue {self.server.queued()}, in flight {self.intake.in_flight()}, "
+            f"settling {self.intake.waiting()}{batch}"
         )
+
+    def throughput(self) -> float:
+        """Images done per second over the last RATE_WINDOW_SECONDS (0 until two samples)."""
+        now, done = time.monotonic(), self.server.processed + self.server.failed
+        samples = self._done_samples
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
+            samples.popleft()
+        first_at, first_done = samples[0]
+        return (done - first_done) / (now - first_at) if now > first_at else 0.0
 
     def heartbeat(self) -> None:
         """Write the state `inboxsort stats` shows."""
