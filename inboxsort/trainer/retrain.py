@@ -303,7 +303,9 @@ def retrain(
     finally:
         db.close()
     outcome = replace(outcome, seconds=round(time.monotonic() - started, 1))
-    (log.warning if outcome.failed else log.info)("retrain: %s", outcome.reason)
+    (log.warning if outcome.failed else log.info)(
+        "retrain: %s (%.1f s)", outcome.reason, outcome.seconds
+    )
     return outcome
 
 
