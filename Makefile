@@ -64,7 +64,8 @@ bench-size: install
 bench-daemon: install
 	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt
 
-# Weak model → simulated user corrections → one retrain; writes bench/results/learning.txt.
+# Weak model → the real daemon files images, a simulated user mv-s the misfiled ones, the
+# scheduled job retrains and the daemon swaps; writes bench/results/learning.txt.
 bench-learning: install
 	$(BIN)/python bench/learning_gain.py --data $(DATA)
 
