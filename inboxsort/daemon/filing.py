@@ -11,7 +11,7 @@ from pathlib import Path
 
 from inboxsort.config import FilingConfig, PathsConfig
 from inboxsort.daemon.ledger import Entry, Ledger, Plan, display_path
-from inboxsort.daemon.moves import candidate_names, move_no_clobber
+from inboxsort.daemon.moves import candidate_names, move_no_clobber, sync_folders
 from inboxsort.daemon.records import Decoded
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED
 
@@ -110,6 +110,8 @@ class Filer:
                 outcome.duplicates += 1
             else:
                 outcome.filed += 1
+        # One fsync per destination folder, not per file; the rows say "filed" only after it.
+        sync_folders(moved.dest.parent for moved, reason in done if reason is None)
         self.ledger.finish(done)
         return outcome
 
@@ -117,7 +119,7 @@ class Filer:
         """Move one file; (plan, None) when moved, (plan, reason) when gone, None to retry."""
         for _ in range(_NAME_ATTEMPTS):
             try:
-                move_no_clobber(plan.source, plan.dest)
+                move_no_clobber(plan.source, plan.dest, sync=False)
                 return plan, None
             except FileExistsError:
                 dest = _free(plan.dest.parent, _original_name(plan), reserved)

@@ -71,11 +71,11 @@ def other_fs(tmp_path: Path) -> Iterator[Path]:
 )
 def test_candidate_names(name: str, first: str, second: str) -> None:
     names = candidate_names(name)
-    assert names[:3] == [name, first, second]
+    assert [next(names), next(names), next(names)] == [name, first, second]
 
 
 def test_candidate_names_are_unique_and_bounded() -> None:
-    names = candidate_names("cat.jpg")
+    names = list(candidate_names("cat.jpg"))
     assert len(names) == MAX_SUFFIX
     assert len(set(names)) == MAX_SUFFIX
     assert names[-1] == f"cat ({MAX_SUFFIX - 1}).jpg"
