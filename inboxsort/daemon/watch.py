@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import queue
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,19 +66,29 @@ class InboxHandler(FileSystemEventHandler):
             self.arrivals.put(Arrival(_as_path(event.src_path), closed=True))
         elif isinstance(event, FileMovedEvent):
             # A rename is atomic: what was moved in is complete (browsers and uploaders write
-            # a .part file and rename it), so it needs no settling time.
-            dest = _as_path(event.dest_path)
-            self.arrivals.put(Arrival(dest, closed=self.moves_are_complete))
+            # a .part file and rename it; `mv` from elsewhere on the disk), so it needs no
+            # settling time. No dest: moved out of the inbox (full events), nothing to do.
+            if event.dest_path:
+                dest = _as_path(event.dest_path)
+                self.arrivals.put(Arrival(dest, closed=self.moves_are_complete))
         elif isinstance(event, (DirCreatedEvent, DirMovedEvent)):
             # A folder moved in brings files that raise no events of their own: scan it.
             target = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
-            self.arrivals.put(Arrival(_as_path(target), is_dir=True))
+            if target:
+                self.arrivals.put(Arrival(_as_path(target), is_dir=True))
 
 
 def make_observer(config: WatchConfig) -> Any:
     """An inotify observer, or a polling one for network shares where inotify is silent."""
     if config.polling:
         return PollingObserver(timeout=config.poll_interval_seconds)
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyObserver
+
+        # Full events: a file renamed in from outside the watched tree arrives as a move
+        # (complete, filed at once) instead of a creation that waits settle_seconds; a file
+        # moved out of the library is told apart from one moved within it.
+        return InotifyObserver(generate_full_events=True)
     return Observer()
 
 

@@ -379,14 +379,30 @@ def test_closed_write_arrives_as_closed(observe_native: Start, inbox: Path) -> N
 
 
 def test_file_moved_in_from_outside_arrives_under_its_new_name(
-    observe: Start, inbox: Path, tmp_path: Path
+    observe: Start, kind: str, inbox: Path, tmp_path: Path
 ) -> None:
     outside = touch(tmp_path / "outside" / "cat.jpg")
     arrivals = observe(inbox)
     dest = inbox / "moved.jpg"
     outside.rename(dest)
-    seen = wait_for(arrivals, Arrival(dest))
+    # inotify (full events) reports the rename, complete at once; polling only sees a new file.
+    seen = wait_for(arrivals, Arrival(dest, closed=kind == "native"))
     assert all(a.path == dest for a in seen)
+
+
+def test_moving_files_and_folders_out_brings_no_arrival(
+    observe_native: Start, inbox: Path, tmp_path: Path
+) -> None:
+    gone = touch(inbox / "gone.jpg")
+    trip = inbox / "trip"
+    touch(trip / "cat.jpg")
+    arrivals = observe_native(inbox)
+    (tmp_path / "elsewhere").mkdir()
+    gone.rename(tmp_path / "elsewhere" / "gone.jpg")
+    trip.rename(tmp_path / "elsewhere" / "trip")
+    marker = touch(inbox / "marker.jpg")
+    seen = wait_for(arrivals, Arrival(marker))
+    assert seen == [Arrival(marker)], seen
 
 
 def test_file_renamed_inside_arrives_under_its_new_name(observe: Start, inbox: Path) -> None:
