@@ -69,8 +69,9 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
             # for camera photos, and still at least twice the target size.
             image.draft("RGB", (size * 2, size * 2))
         image.load()
-        upright = ImageOps.exif_transpose(image) or image
-        rgb = _to_rgb(upright)
+        # In place: without it Pillow returns a full-size copy even when nothing turns.
+        ImageOps.exif_transpose(image, in_place=True)
+        rgb = _to_rgb(image)
         if rgb.size != (size, size):
             rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
         array = np.asarray(rgb, dtype=np.uint8)
