@@ -167,7 +167,7 @@ class Daemon:
         self._library.start()
 
     def _start_schedule(self) -> None:
-        """Start the retrain schedule; a promoted model reaches serving by the model poll."""
+        """Start the retrain schedule; a version it promotes is loaded at once, not at the poll."""
         from inboxsort.daemon.schedule import make_scheduler
         from inboxsort.trainer.retrain import retrain
 
@@ -251,7 +251,7 @@ class Daemon:
         if reload:
             self.notifier.reloading()
         current = self.server.classifier.version
-        wanted = current
+        wanted: int | None = None
         try:
             wanted = self.store.active_version()
             if wanted == current or (wanted == self._failed_version and not reload):
@@ -272,8 +272,13 @@ class Daemon:
                 time.perf_counter() - start,
             )
         except Exception as exc:  # an edge: whatever fails, serving goes on with the old model
-            self._failed_version = wanted
-            log.error("cannot load model version %d, still serving %d: %s", wanted, current, exc)
+            if wanted is None:  # the registry itself (a locked or missing database)
+                log.warning("cannot read the active model version, serving %d: %s", current, exc)
+            else:
+                self._failed_version = wanted
+                log.error(
+                    "cannot load model version %d, still serving %d: %s", wanted, current, exc
+                )
         finally:
             if reload:
                 self.notifier.ready(self.status_line())
