@@ -11,12 +11,13 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,6 +149,12 @@ class Site:
         url = self.config.database.url
         assert url.startswith("sqlite:///"), url
         return Path(url.removeprefix("sqlite:///"))
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of raw SQL on a read-only sqlite3 connection: cheap enough to poll often."""
+        uri = f"file:{self.database_file}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+            return conn.execute(sql, args).fetchall()
 
     def rows(self) -> list[Image]:
         """Every images row, by id (a fresh read-only connection each call)."""

@@ -10,10 +10,8 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import time
 from collections import Counter
-from contextlib import closing
 from pathlib import Path
 
 from daemonkit import READY_SECONDS, Site, sha256_of
@@ -120,12 +118,9 @@ def pending_moves(site: Site) -> int:
 
     Plain sqlite3 on a read-only connection: cheap enough to poll every few milliseconds.
     """
-    uri = f"file:{site.database_file}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM images WHERE status = ? AND dest_path IS NOT NULL",
-            (STATUS_PENDING,),
-        ).fetchone()
+    ((count,),) = site.query(
+        "SELECT count(*) FROM images WHERE status = ? AND dest_path IS NOT NULL", STATUS_PENDING
+    )
     return int(count)
 
 

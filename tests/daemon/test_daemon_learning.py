@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 from daemonkit import running_daemon, wait_for
 
 OTHER = {"cats": "dogs", "dogs": "cats"}
 RETRAIN_SECONDS = 300.0  # a child process imports TensorFlow and trains, on 2 busy cores
-
-
-def query(site, sql: str) -> list[tuple]:
-    with closing(sqlite3.connect(f"file:{site.database_file}?mode=ro", uri=True)) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def test_the_scheduled_job_skips_below_the_threshold_then_learns_the_users_moves(
@@ -48,16 +41,16 @@ def test_the_scheduled_job_skips_below_the_threshold_then_learns_the_users_moves
             path = Path(row.path)
             path.rename(site.library / OTHER[row.label] / path.name)
         wait_for(
-            lambda: len(query(site, "SELECT id FROM corrections")) == wanted,
+            lambda: len(site.query("SELECT id FROM corrections")) == wanted,
             f"{wanted} corrections recorded",
         )
         wait_for(
-            lambda: query(site, "SELECT version FROM model_versions WHERE version = 2"),
+            lambda: site.query("SELECT version FROM model_versions WHERE version = 2"),
             "the scheduled job registering candidate version 2",
             timeout=RETRAIN_SECONDS,
         )
-        (promoted, active), *_ = query(
-            site, "SELECT promoted, active FROM model_versions WHERE version = 2"
+        (promoted, active), *_ = site.query(
+            "SELECT promoted, active FROM model_versions WHERE version = 2"
         )
         serving = 2 if promoted else 1
         assert bool(active) == bool(promoted)
@@ -67,10 +60,10 @@ def test_the_scheduled_job_skips_below_the_threshold_then_learns_the_users_moves
         shutil.copyfile(late, site.inbox / late.name)
         wait_for(lambda: site.settled(len(images) + 1), "a later image filed")
 
-    (metrics,) = query(site, "SELECT metrics FROM model_versions WHERE version = 2")[0]
+    (metrics,) = site.query("SELECT metrics FROM model_versions WHERE version = 2")[0]
     assert '"gate"' in metrics
     assert site.row_by_name(late.name).model_version == serving
-    used = query(site, "SELECT used_in_version FROM corrections")
+    used = site.query("SELECT used_in_version FROM corrections")
     assert all(u in (None, 2) for (u,) in used) and any(u == 2 for (u,) in used)
     # A rejected candidate's corrections are not new again: the job skips from then on.
     if not promoted:
