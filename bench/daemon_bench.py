@@ -11,10 +11,7 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +21,12 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.benchkit import Daemon, offline_env, write_site  # noqa: E402
+
+# Coarse on purpose: every time comes from the rows, and polling steals CPU from the daemon on
+# a 2-core machine.
+POLL_SECONDS = 0.25
 
 
 def images_in(data: Path) -> list[tuple[Path, str]]:
@@ -36,77 +39,31 @@ def images_in(data: Path) -> list[tuple[Path, str]]:
     ]
 
 
-def write_config(root: Path, *, max_size: int) -> Path:
-    """A config under root using the shipped model (the one users get)."""
-    config = root / "config.toml"
-    config.write_text(
-        "[paths]\n"
-        'inbox = "inbox"\nlibrary = "library"\nfailed = "failed"\n'
-        'models = "models"\nduplicates = "duplicates"\n'
-        '[database]\nurl = "sqlite:///inboxsort.db"\n'
-        f"[batch]\nmax_size = {max_size}\n"
-        '[logging]\nlevel = "WARNING"\n'
+def start_daemon(root: Path, *, max_size: int) -> Daemon:
+    """`inboxsort run` on a site under root with the shipped model (the one users get)."""
+    config = write_site(root, batch={"max_size": max_size}, logging={"level": "WARNING"})
+    daemon = Daemon(config, offline_env())
+    daemon.until(
+        lambda: daemon.query("select state from daemon_state") == [("running",)],
+        "the daemon to start",
+        120,
+        interval=POLL_SECONDS,
     )
-    return config
+    return daemon
 
 
-class DaemonProcess:
-    """`inboxsort run` as a child process, with its database read through sqlite3."""
+def filed(daemon: Daemon) -> int:
+    """Rows no longer pending."""
+    rows = daemon.query("select count(*) from images where status != 'pending'")
+    return rows[0][0] if rows else 0
 
-    def __init__(self, root: Path, config: Path) -> None:
-        self.root = root
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.log = (root / "daemon.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inboxsort", "--config", str(config), "run"],
-            cwd=root,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.db = root / "inboxsort.db"
-        self.wait_for(lambda: self.query("select state from daemon_state") == [("running",)], 120)
 
-    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query (empty while the database does not exist yet)."""
-        if not self.db.exists():
-            return []
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10) as conn:
-            try:
-                return conn.execute(sql, args).fetchall()
-            except sqlite3.OperationalError:
-                return []
-
-    def wait_for(self, condition: Any, timeout: float) -> None:
-        """Poll until condition() or fail loudly."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc.poll() is not None:
-                raise SystemExit(f"daemon exited with {self.proc.returncode}; see {self.log.name}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out after {timeout} s waiting for the daemon")
-            # Coarse on purpose: times come from the rows, and polling steals CPU from the
-            # daemon on a 2-core machine.
-            time.sleep(0.25)
-
-    def filed(self) -> int:
-        """Rows no longer pending."""
-        rows = self.query("select count(*) from images where status != 'pending'")
-        return rows[0][0] if rows else 0
-
-    def peak_rss_mb(self) -> float:
-        """The child's peak resident memory (VmHWM) so far."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=30)
-        self.log.close()
-        return code
+def peak_rss_mb(daemon: Daemon) -> float:
+    """The child's peak resident memory (VmHWM) so far."""
+    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def stage(
@@ -181,9 +138,7 @@ def naive(files: list[tuple[Path, str]], root: Path) -> dict[str, Any]:
     return {"images_per_s": len(staged) / (time.perf_counter() - start), "n": len(staged)}
 
 
-def idle_latency(
-    daemon: DaemonProcess, files: list[tuple[Path, str]], staging: Path
-) -> list[float]:
+def idle_latency(daemon: Daemon, files: list[tuple[Path, str]], staging: Path) -> list[float]:
     """Copy one image at a time into an idle daemon: seconds from the copy to its row filed.
 
     A copy (cp, a file manager) ends with a close-after-write event, so it needs no settle
@@ -195,11 +150,13 @@ def idle_latency(
         dropped = time.time()
         shutil.copyfile(path, daemon.root / "inbox" / path.name)
         name = path.name
-        daemon.wait_for(
+        daemon.until(
             lambda n=name: daemon.query(
                 "select 1 from images where original_name = ? and status = 'filed'", n
             ),
+            f"{name} filed",
             60,
+            interval=POLL_SECONDS,
         )
         filed_at = daemon.query("select filed_at from images where original_name = ?", name)[0][0]
         latencies.append(parse_time(filed_at) - dropped)
@@ -207,15 +164,20 @@ def idle_latency(
     return latencies
 
 
-def flood(daemon: DaemonProcess, staged: list[Path]) -> dict[str, Any]:
+def flood(daemon: Daemon, staged: list[Path]) -> dict[str, Any]:
     """Drop every staged file at once; measure until the last row is committed."""
-    before = daemon.filed()
+    before = filed(daemon)
     inbox = daemon.root / "inbox"
     t0 = time.time()
     for path in staged:
         path.rename(inbox / path.name)
     drop_seconds = time.time() - t0
-    daemon.wait_for(lambda: daemon.filed() - before >= len(staged), 1800)
+    daemon.until(
+        lambda: filed(daemon) - before >= len(staged),
+        f"{len(staged)} images filed",
+        1800,
+        interval=POLL_SECONDS,
+    )
     rows = daemon.query(
         "select original_name, label, received_at, filed_at from images "
         "where status != 'pending' order by id"
@@ -273,14 +235,14 @@ def main() -> int:
     )
 
     root = work / "e2e"
-    (root / "inbox").mkdir(parents=True)
-    daemon = DaemonProcess(root, write_config(root, max_size=args.batch))
+    root.mkdir(parents=True)
+    daemon = start_daemon(root, max_size=args.batch)
     try:
         staged = stage(files, root / "staging")
         result = flood(daemon, staged)
         idle_files = files[:: max(1, len(files) // args.idle)][: args.idle]
         idle = idle_latency(daemon, idle_files, root / "idle-staging")
-        rss_1000 = daemon.peak_rss_mb()
+        rss_1000 = peak_rss_mb(daemon)
     finally:
         daemon.stop()
     agree = sum(result["labels"].get(name) == label for name, label in ref["labels"].items())
@@ -311,13 +273,13 @@ def main() -> int:
     say(f"peak RSS     {rss_1000:.0f} MB during the {len(files)}-image run")
 
     root = work / "flood"
-    (root / "inbox").mkdir(parents=True)
+    root.mkdir(parents=True)
     copies = -(-args.flood // len(files))
     staged = stage(files, root / "staging", copies=copies)[: args.flood]
-    daemon = DaemonProcess(root, write_config(root, max_size=args.batch))
+    daemon = start_daemon(root, max_size=args.batch)
     try:
         big = flood(daemon, staged)
-        rss_flood = daemon.peak_rss_mb()
+        rss_flood = peak_rss_mb(daemon)
     finally:
         code = daemon.stop()
     say(
