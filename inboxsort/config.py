@@ -71,6 +71,7 @@ class BatchConfig:
     max_delay_ms: int = 50
     queue_size: int = 256
     decode_workers: int = 2
+    inference_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("batch", "max_delay_ms"): (lambda v: v >= 0, "0 or more"),
     ("batch", "queue_size"): (lambda v: v > 0, _POSITIVE),
     ("batch", "decode_workers"): (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
+    ("batch", "inference_workers"): (lambda v: 1 <= v <= 16, "an integer from 1 to 16"),
     ("watch", "poll_interval_seconds"): (lambda v: v > 0, _POSITIVE),
     ("watch", "settle_seconds"): (lambda v: v >= 0, "0 or more"),
     ("watch", "rescan_seconds"): (lambda v: v >= 0, "0 or more (0 turns rescans off)"),

@@ -144,7 +144,7 @@ BAD_CONFIGS = [
     (
         "[batch]\nmax_sise = 4\n",
         "config: batch.max_sise = 4: expected a known key of [batch]: "
-        "max_size, max_delay_ms, queue_size, decode_workers",
+        "max_size, max_delay_ms, queue_size, decode_workers, inference_workers",
     ),
     ('paths = "x"\n', "config: paths = 'x': expected a table ([paths])"),
     # wrong types
@@ -172,6 +172,10 @@ BAD_CONFIGS = [
     (
         "[batch]\ndecode_workers = 65\n",
         "config: batch.decode_workers = 65: expected an integer from 1 to 64",
+    ),
+    (
+        "[batch]\ninference_workers = 0\n",
+        "config: batch.inference_workers = 0: expected an integer from 1 to 16",
     ),
     (
         "[train]\nimage_size = 16\n",

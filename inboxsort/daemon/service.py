@@ -24,7 +24,7 @@ from inboxsort.daemon.ledger import Ledger
 from inboxsort.daemon.library import LibraryEvent, LibraryHandler, LibraryTracker, LibraryWorker
 from inboxsort.daemon.notify import Notifier
 from inboxsort.daemon.records import Arrival
-from inboxsort.daemon.serving import Server, warm_up
+from inboxsort.daemon.serving import Server, share_cores, warm_up
 from inboxsort.daemon.watch import InboxHandler, make_observer
 from inboxsort.db import (
     DAEMON_RUNNING,
@@ -113,7 +113,10 @@ class Daemon:
             in_flight=0,
         )
         self.ledger.recover(self.config.paths)
-        for name, target in (("intake", self.intake.run), ("inference", self.server.run)):
+        workers = self.config.batch.inference_workers
+        stages = [("intake", self.intake.run)]
+        stages += [(f"inference-{n}", self.server.run) for n in range(1, workers + 1)]
+        for name, target in stages:
             thread = threading.Thread(target=target, args=(self.stop_event,), name=name)
             thread.start()
             self._threads.append(thread)
@@ -343,6 +346,7 @@ def run(config: Config, *, once: bool = False) -> int:
     """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty)."""
     notifier = Notifier.from_environ()
     notifier.status("checking folders and loading the model")
+    share_cores(config.batch.inference_workers)
     db, store, classifier = _prepare(config)
     daemon = Daemon(config, db=db, store=store, classifier=classifier, notifier=notifier, once=once)
     restore = _install_signals(daemon)

@@ -1,9 +1,10 @@
-"""Serving: the inference thread. Dynamic batches → predict_on_batch → filing; hot-swaps models."""
+"""Serving: the inference workers. Dynamic batches → predict_on_batch → filing; hot-swaps models."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -40,8 +41,24 @@ def warm_up(classifier: Classifier, *, max_batch: int) -> None:
         classifier.predict(np.zeros((n, size, size, 3), dtype=np.uint8))
 
 
+def share_cores(workers: int) -> None:
+    """Split the cores between `workers` inference workers; call before TensorFlow runs an op."""
+    import tensorflow as tf
+
+    cores = len(os.sched_getaffinity(0))
+    # Batches side by side, each on its share of the cores, beat one batch on all of them: a
+    # kernel split over every core waits for its slowest shard, and on a small machine a
+    # decode thread preempting one shard stalls the whole op (0.95 vs 0.80 of model-only,
+    # README "Results").
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // workers))
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, workers))
+    except RuntimeError:  # TensorFlow already ran here (several daemons in one test process)
+        log.debug("TensorFlow is already initialised; its thread pools stay as they are")
+
+
 class Server:
-    """The inference stage; `run` is its thread. Never dies on one batch's errors."""
+    """The inference stage; `run` is a worker thread (one or more). Never dies on one batch."""
 
     def __init__(
         self,
@@ -62,6 +79,8 @@ class Server:
         self._clock = clock
         self._offer: Classifier | None = None
         self._offer_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
+        self._file_lock = threading.Lock()
         self.processed = 0
         self.failed = 0
         self.last: BatchReport | None = None
@@ -82,24 +101,38 @@ class Server:
         return len(self.batcher) + self.intake.ready.qsize()
 
     def run(self, stop: threading.Event) -> None:
-        """Batch and classify until `stop`; the batch in flight is finished first."""
+        """One inference worker: take batches and classify them until `stop`.
+
+        Several workers may run this side by side. Each finishes its batch in flight first.
+        """
         while not stop.is_set():
             self._ping()
-            self._collect()
-            if self.batcher.due(self._clock()):
-                self._process(self.batcher.take())
-            self._swap()
+            job = self._next_batch()
+            if job is not None:
+                self._process(*job)
         # Batched but not classified: released with no row, so they stay in the inbox and the
         # next start files them. Only the batch in flight is worth finishing in 10 s.
-        leftover = self.batcher.take()
-        while len(self.batcher):
-            leftover += self.batcher.take()
-        while True:
-            try:
-                leftover.append(self.intake.ready.get_nowait())
-            except queue.Empty:
-                break
+        with self._batch_lock:
+            leftover = self.batcher.take()
+            while len(self.batcher):
+                leftover += self.batcher.take()
+            while True:
+                try:
+                    leftover.append(self.intake.ready.get_nowait())
+                except queue.Empty:
+                    break
         self.intake.done(leftover)
+
+    def _next_batch(self) -> tuple[Classifier, list[Decoded]] | None:
+        """A due batch and the model to classify it with, or None after a short wait."""
+        # One worker batches at a time; the others are predicting or filing meanwhile, so a
+        # batch keeps filling while every worker is busy, as Triton's batcher does.
+        with self._batch_lock:
+            self._collect()
+            self._swap()
+            if self.batcher.due(self._clock()):
+                return self.classifier, self.batcher.take()
+        return None
 
     def _collect(self) -> None:
         wait = self.batcher.wait_time(self._clock())
@@ -130,9 +163,8 @@ class Server:
             self.swap_pause_ms,
         )
 
-    def _process(self, batch: list[Decoded]) -> None:
+    def _process(self, classifier: Classifier, batch: list[Decoded]) -> None:
         start = time.perf_counter()
-        classifier = self.classifier
         size = classifier.image_size
         good = [i for i in batch if i.pixels is not None and i.pixels.shape[0] == size]
         # Decoded for a model that has just been swapped out: decode again at the new size.
@@ -140,17 +172,21 @@ class Server:
         try:
             labelled = self._classify(classifier, good)
             bad = [i for i in batch if not i.ok]
-            outcome = self.filer.file_batch(labelled + bad)
+            # Filing is one batch at a time: duplicate detection and free names look at what
+            # the batches before filed.
+            with self._file_lock:
+                outcome = self.filer.file_batch(labelled + bad)
         except Exception:  # the edge for one batch: the daemon keeps serving
             log.exception("batch of %d failed; its images stay in the inbox to retry", len(batch))
             self.intake.done(batch, retry=batch)
             return
         retry = {i.claim.path for i in outcome.retry} | {i.claim.path for i in stale}
         self.intake.done(batch, retry=[i for i in batch if i.claim.path in retry])
-        self.processed += outcome.filed + outcome.duplicates
-        self.failed += outcome.failed
         millis = (time.perf_counter() - start) * 1000
-        self.last = BatchReport(len(batch), millis, time.time(), classifier.version)
+        with self._file_lock:
+            self.processed += outcome.filed + outcome.duplicates
+            self.failed += outcome.failed
+            self.last = BatchReport(len(batch), millis, time.time(), classifier.version)
         log.info(
             "batch of %d in %.0f ms: %d filed, %d failed, %d duplicates, %d vanished, %d to retry",
             len(batch),
