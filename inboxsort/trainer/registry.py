@@ -95,13 +95,19 @@ class ModelStore:
         card = {**card, "version": version, "parent": parent}
         folder = write_version_folder(model, card, self.folder(version))
         with self.db.session() as session, session.begin():
+            if activate:
+                # In the same transaction as the insert: no reader ever sees the new version
+                # registered (and promoted) while another one is still active.
+                session.execute(
+                    update(ModelVersion).where(ModelVersion.active.is_(True)).values(active=False)
+                )
             session.add(
                 ModelVersion(
                     version=version,
                     created_at=utcnow(),
                     path=str(folder),
                     metrics=card.get("metrics"),
-                    active=False,
+                    active=activate,
                     parent=parent,
                     promoted=promoted,
                     note=note,
@@ -109,8 +115,6 @@ class ModelStore:
                     classes=card.get("classes"),
                 )
             )
-        if activate:
-            self.activate(version)
         return self.info(version)
 
     def active_version(self) -> int:
