@@ -48,8 +48,8 @@ def share_cores(workers: int) -> None:
     cores = len(os.sched_getaffinity(0))
     # Batches side by side, each on its share of the cores, beat one batch on all of them: a
     # kernel split over every core waits for its slowest shard, and on a small machine a
-    # decode thread preempting one shard stalls the whole op (0.95 vs 0.80 of model-only,
-    # README "Results").
+    # decode thread preempting one shard stalls the whole op (on 2 cores: 90 against 77
+    # images/s end to end, README "Results").
     try:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, cores // workers))
         tf.config.threading.set_inter_op_parallelism_threads(max(2, workers))
