@@ -13,18 +13,22 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.baselines import (  # noqa: E402
+    decode_all,
+    images_in,
+    model_only,
+    model_only_split,
+    naive,
+    stage,
+)
 from bench.benchkit import Daemon, offline_env, write_site  # noqa: E402
 
 Setup = tuple[int, int]  # (batch.inference_workers, batch.max_size)
@@ -32,16 +36,6 @@ Setup = tuple[int, int]  # (batch.inference_workers, batch.max_size)
 # Coarse on purpose: every time comes from the rows, and polling steals CPU from the daemon on
 # a 2-core machine.
 POLL_SECONDS = 0.25
-
-
-def images_in(data: Path) -> list[tuple[Path, str]]:
-    """(path, class) for every image under data/<class>/."""
-    return [
-        (p, folder.name)
-        for folder in sorted(d for d in data.iterdir() if d.is_dir())
-        for p in sorted(folder.iterdir())
-        if p.is_file()
-    ]
 
 
 def start_daemon(root: Path, *, max_size: int, workers: int) -> Daemon:
@@ -75,90 +69,9 @@ def peak_rss_mb(daemon: Daemon) -> float:
     return float("nan")
 
 
-def stage(
-    files: list[tuple[Path, str]], staging: Path, *, copies: int = 1, prefix: str = ""
-) -> list[Path]:
-    """Copy files next to the inbox (same filesystem) so dropping them is one rename each."""
-    staging.mkdir(parents=True, exist_ok=True)
-    staged = []
-    for copy in range(copies):
-        for path, _label in files:
-            name = path.name if copy == 0 else f"{path.stem}.copy{copy}{path.suffix}"
-            dest = staging / f"{prefix}{name}"
-            shutil.copyfile(path, dest)
-            staged.append(dest)
-    return staged
-
-
 def parse_time(text: str) -> float:
     """A UTC timestamp stored by the daemon → seconds since the epoch."""
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
-
-
-def model_only(files: list[tuple[Path, str]], batch: int, *, workers: int = 1) -> dict[str, Any]:
-    """predict_on_batch on already-decoded arrays, the ceiling for the daemon.
-
-    With workers > 1, that many batches run side by side, as the daemon's inference workers
-    do; TensorFlow's threads must then be split first (share_cores), so that case runs in a
-    process of its own (--model-only).
-    """
-    from inboxsort.imageio import load_image
-    from inboxsort.trainer.artifact import load_classifier
-    from inboxsort.trainer.registry import BUILTIN, BUILTIN_DIR
-
-    classifier = load_classifier(BUILTIN_DIR, version=BUILTIN)
-    size = classifier.image_size
-    decode_start = time.process_time()
-    x = np.stack([load_image(p, size) for p, _ in files])
-    # CPU seconds, not wall: what decoding takes from the cores inference also needs.
-    decode_cpu = time.process_time() - decode_start
-    for n in (1, batch):  # warm-up, as the daemon does before serving
-        classifier.predict(x[:n])
-    batches = [x[i : i + batch] for i in range(0, len(x), batch)]
-    start = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(classifier.predict, batches))
-    seconds = time.perf_counter() - start
-    labels = [p.label for predictions in results for p in predictions]
-    truth = [label for _, label in files]
-    accuracy = sum(a == b for a, b in zip(labels, truth, strict=True)) / len(files)
-    return {
-        "images_per_s": len(files) / seconds,
-        "decode_cpu_ms": 1000 * decode_cpu / len(files),
-        "accuracy": accuracy,
-        "labels": dict(zip((p.name for p, _ in files), labels, strict=True)),
-        "image_size": size,
-        "workers": workers,
-    }
-
-
-def model_only_split(data: Path, batch: int, workers: int) -> dict[str, Any]:
-    """model_only with `workers` batches side by side, in a fresh process with split cores."""
-    command = [sys.executable, __file__, "--data", str(data), "--model-only", f"{workers}x{batch}"]
-    done = subprocess.run(command, check=True, capture_output=True, text=True, env=offline_env())
-    return dict(json.loads(done.stdout.splitlines()[-1]))
-
-
-def naive(files: list[tuple[Path, str]], root: Path) -> dict[str, Any]:
-    """What a user would write first: for each file, load, model.predict one image, move."""
-    import keras
-    from PIL import Image
-
-    from inboxsort.trainer.registry import BUILTIN_DIR
-
-    model = keras.saving.load_model(BUILTIN_DIR / "model.keras", compile=False)
-    size = model.input_shape[1]
-    src, out = root / "naive-in", root / "naive-out"
-    staged = stage(files, src)
-    for label in ("cats", "dogs"):
-        (out / label).mkdir(parents=True, exist_ok=True)
-    model.predict(np.zeros((1, size, size, 3)), verbose=0)
-    start = time.perf_counter()
-    for path in staged:
-        image = Image.open(path).convert("RGB").resize((size, size))
-        logit = model.predict(np.asarray(image, dtype=np.float32)[None], verbose=0)
-        shutil.move(path, out / ("dogs" if logit[0, 0] > 0 else "cats") / path.name)
-    return {"images_per_s": len(staged) / (time.perf_counter() - start), "n": len(staged)}
 
 
 def idle_latency(daemon: Daemon, files: list[tuple[Path, str]], staging: Path) -> list[float]:
@@ -271,17 +184,8 @@ def main() -> int:
     parser.add_argument("--flood", type=int, default=5000, help="images for the memory flood")
     parser.add_argument("--idle", type=int, default=10, help="single drops into an idle daemon")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--model-only", type=parse_setups, help=argparse.SUPPRESS)
     args = parser.parse_args()
     files = images_in(args.data)
-    if args.model_only:  # the child process of model_only_split
-        from inboxsort.daemon.serving import share_cores
-
-        [(workers, size)] = args.model_only
-        share_cores(workers)
-        figures = model_only(files, size, workers=workers)
-        print(json.dumps({k: v for k, v in figures.items() if k != "labels"}))
-        return 0
     work = Path(tempfile.mkdtemp(prefix="inboxsort-bench-"))
     say(f"{len(files)} images from {args.data}; work folder {work}")
     setups = sorted({shipped, *args.setups})
@@ -290,10 +194,11 @@ def main() -> int:
     # threads. The ratios are taken against the fastest of them all, so neither a smaller
     # batch nor a split of the cores can flatter them by slowing the reference down.
     refs: dict[Setup, dict[str, Any]] = {}
+    arrays = decode_all(files)
     for setup in sorted({(1, size) for _, size in setups} | set(setups)):
         workers, size = setup
         if workers == 1:
-            refs[setup] = model_only(files, size)
+            refs[setup] = model_only(files, arrays, size)
         else:
             refs[setup] = model_only_split(args.data, size, workers)
         how = "one batch at a time, TensorFlow's default threads"
@@ -303,6 +208,7 @@ def main() -> int:
             f"model-only   {refs[setup]['images_per_s']:7.1f} images/s  (predict_on_batch, "
             f"batch {size}, {refs[setup]['image_size']} px, decoded arrays; {how})"
         )
+    del arrays  # 150 MB that the rest of the run does not need
     best = max(r["images_per_s"] for r in refs.values())
     ref = refs[(1, shipped[1])]
     # The same cores decode and infer: a daemon cannot beat model-only time plus decode CPU
@@ -324,8 +230,8 @@ def main() -> int:
     truth = {p.name: lab for p, lab in files}
     runs: dict[Setup, dict[str, Any]] = {}
     for setup in setups:
-        name = f"e2e-{setup[0]}x{setup[1]}"
-        result = e2e(work / name, files, setup, idle=args.idle if setup == shipped else 0)
+        folder = work / f"e2e-{setup[0]}x{setup[1]}"
+        result = e2e(folder, files, setup, idle=args.idle if setup == shipped else 0)
         runs[setup] = result
         agree = sum(result["labels"].get(name) == lab for name, lab in ref["labels"].items())
         filed_acc = sum(result["labels"].get(n) == lab for n, lab in truth.items()) / len(files)
