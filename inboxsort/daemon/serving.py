@@ -176,6 +176,8 @@ class Server:
             # the batches before filed.
             with self._file_lock:
                 outcome = self.filer.file_batch(labelled + bad)
+                self.processed += outcome.filed + outcome.duplicates
+                self.failed += outcome.failed
         except Exception:  # the edge for one batch: the daemon keeps serving
             log.exception("batch of %d failed; its images stay in the inbox to retry", len(batch))
             self.intake.done(batch, retry=batch)
@@ -183,10 +185,7 @@ class Server:
         retry = {i.claim.path for i in outcome.retry} | {i.claim.path for i in stale}
         self.intake.done(batch, retry=[i for i in batch if i.claim.path in retry])
         millis = (time.perf_counter() - start) * 1000
-        with self._file_lock:
-            self.processed += outcome.filed + outcome.duplicates
-            self.failed += outcome.failed
-            self.last = BatchReport(len(batch), millis, time.time(), classifier.version)
+        self.last = BatchReport(len(batch), millis, time.time(), classifier.version)
         log.info(
             "batch of %d in %.0f ms: %d filed, %d failed, %d duplicates, %d vanished, %d to retry",
             len(batch),
