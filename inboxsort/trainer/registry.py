@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from inboxsort.classifier import Classifier
 from inboxsort.db import Database, ModelVersion, utcnow
@@ -98,9 +99,7 @@ class ModelStore:
             if activate:
                 # In the same transaction as the insert: no reader ever sees the new version
                 # registered (and promoted) while another one is still active.
-                session.execute(
-                    update(ModelVersion).where(ModelVersion.active.is_(True)).values(active=False)
-                )
+                _deactivate_all(session)
             session.add(
                 ModelVersion(
                     version=version,
@@ -134,9 +133,7 @@ class ModelStore:
                     raise ModelError(f"model version {version} is not registered")
                 if not (self.folder(version) / "model.keras").exists():
                     raise ModelError(f"model version {version}: {self.folder(version)} is missing")
-            session.execute(
-                update(ModelVersion).where(ModelVersion.active.is_(True)).values(active=False)
-            )
+            _deactivate_all(session)
             if version != BUILTIN:
                 session.execute(
                     update(ModelVersion).where(ModelVersion.version == version).values(active=True)
@@ -192,3 +189,8 @@ class ModelStore:
                 )
             raise ModelError(f"model version {chosen}: {folder} has no model.keras")
         return load_classifier(folder, version=chosen)
+
+
+def _deactivate_all(session: Session) -> None:
+    """Clear the active flag of every registered version (within the caller's transaction)."""
+    session.execute(update(ModelVersion).where(ModelVersion.active.is_(True)).values(active=False))
