@@ -12,7 +12,8 @@ from pathlib import Path
 from inboxsort.config import FilingConfig, PathsConfig
 from inboxsort.daemon.ledger import Entry, Ledger, Plan, display_path
 from inboxsort.daemon.moves import candidate_names, move_no_clobber, sync_folders
-from inboxsort.daemon.records import Decoded
+from inboxsort.daemon.own_filings import OwnFilings
+from inboxsort.daemon.records import Claim, Decoded
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,24 @@ class BatchOutcome:
 class Filer:
     """Moves classified (or failed) images to their folders, never overwriting anything."""
 
-    def __init__(self, paths: PathsConfig, filing: FilingConfig, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        paths: PathsConfig,
+        filing: FilingConfig,
+        ledger: Ledger,
+        *,
+        own: OwnFilings | None = None,
+    ) -> None:
         self.paths = paths
         self.filing = filing
         self.ledger = ledger
+        self.own = own
 
-    def _folder(self, item: Decoded) -> tuple[Path, str, int | None]:
+    def _folder(self, item: Decoded, filed: dict[str, int]) -> tuple[Path, str, int | None]:
         if not item.ok or item.label is None:
             return self.paths.failed, STATUS_FAILED, None
         assert item.sha256 is not None
-        original = self.ledger.filed_duplicate(item.sha256)
+        original = filed.get(item.sha256)
         if original is not None and self.filing.duplicates == "move":
             return self.paths.duplicates, STATUS_DUPLICATE, original
         if item.score is not None and item.score < self.filing.review_below:
@@ -61,6 +70,9 @@ class Filer:
         chosen: dict[Path, Decoded] = {}
         reserved: set[Path] = set()
         first_of_sha: set[str] = set()
+        filed = self.ledger.filed_duplicates(
+            item.sha256 for item in items if item.ok and item.sha256 is not None
+        )
         for item in items:
             if item.sha256 is not None and item.ok and item.sha256 in first_of_sha:
                 # Same content twice in one batch: file the first now, and this one next
@@ -69,7 +81,7 @@ class Filer:
                 continue
             if item.sha256 is not None:
                 first_of_sha.add(item.sha256)
-            folder, status, original = self._folder(item)
+            folder, status, original = self._folder(item, filed)
             dest = _free(folder, display_path(Path(item.claim.path.name)), reserved)
             reserved.add(dest)
             claim = item.claim
@@ -95,7 +107,7 @@ class Filer:
         done: list[tuple[Plan, str | None]] = []
         for plan in plans:
             item = chosen[plan.source]
-            result = self._move(plan, reserved)
+            result = self._move(plan, item.claim, reserved)
             if result is None:
                 outcome.retry.append(item)
                 continue
@@ -115,9 +127,15 @@ class Filer:
         self.ledger.finish(done)
         return outcome
 
-    def _move(self, plan: Plan, reserved: set[Path]) -> tuple[Plan, str | None] | None:
+    def _move(
+        self, plan: Plan, claim: Claim, reserved: set[Path]
+    ) -> tuple[Plan, str | None] | None:
         """Move one file; (plan, None) when moved, (plan, reason) when gone, None to retry."""
         for _ in range(_NAME_ATTEMPTS):
+            if self.own is not None:
+                # Before the move, so the library event cannot arrive first. A rename keeps
+                # the inode; a copy across filesystems gets a new one and is looked up instead.
+                self.own.add(plan.dest, device=claim.device, inode=claim.inode)
             try:
                 move_no_clobber(plan.source, plan.dest, sync=False)
                 return plan, None

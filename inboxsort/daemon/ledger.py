@@ -35,7 +35,12 @@ from inboxsort.db import (
     is_locked_error,
     utcnow,
 )
-from inboxsort.db.queries import find_by_sha256, pending_by_source, write_heartbeat
+from inboxsort.db.queries import (
+    images_by_id,
+    oldest_by_sha256,
+    pending_by_sources,
+    write_heartbeat,
+)
 from inboxsort.errors import StoreError
 from inboxsort.hashing import sha256_or_none
 
@@ -101,13 +106,16 @@ class Ledger:
                 waited += delay
                 delay = min(delay * 2, _RETRY_MAX)
 
-    def filed_duplicate(self, sha256: str) -> int | None:
-        """Id of the first filed image with this content, or None."""
+    def filed_duplicates(self, hashes: Iterable[str]) -> dict[str, int]:
+        """For each content hash already filed, the id of the first image filed with it."""
+        wanted = list(hashes)
+        if not wanted:
+            return {}
 
-        def query() -> int | None:
+        def query() -> dict[str, int]:
             with self.db.session() as session:
-                row = find_by_sha256(session, sha256, statuses=(STATUS_FILED,))
-                return None if row is None else row.id
+                found = oldest_by_sha256(session, wanted, statuses=(STATUS_FILED,))
+                return {sha: row.id for sha, row in found.items()}
 
         return self._retry("duplicate lookup", query)
 
@@ -115,11 +123,14 @@ class Ledger:
         """Commit a pending row (new, or the one a crash left) naming each destination."""
 
         def write() -> list[Plan]:
-            plans = []
             with self.db.begin() as session:
-                for e in entries:
-                    source = display_path(e.source)
-                    row = pending_by_source(session, source)
+                # One query and one flush per batch, not per image: on two cores, the
+                # per-image round trips cost the model CPU time it could use.
+                sources = [display_path(e.source) for e in entries]
+                left = pending_by_sources(session, sources)
+                rows = []
+                for e, source in zip(entries, sources, strict=True):
+                    row = left.pop(source, None)
                     if row is None:
                         row = Image(source_path=source, received_at=e.received_at)
                         session.add(row)
@@ -132,9 +143,12 @@ class Ledger:
                     row.label, row.score, row.model_version = e.label, e.score, e.model_version
                     row.classified_at = utcnow() if e.label is not None else None
                     row.error, row.duplicate_of = e.error, e.duplicate_of
-                    session.flush()
-                    plans.append(Plan(row.id, e.source, e.dest, e.status))
-            return plans
+                    rows.append(row)
+                session.flush()
+                return [
+                    Plan(row.id, e.source, e.dest, e.status)
+                    for e, row in zip(entries, rows, strict=True)
+                ]
 
         return self._retry("recording images", write)
 
@@ -159,9 +173,9 @@ class Ledger:
         def write() -> None:
             now = utcnow()
             with self.db.begin() as session:
+                rows = images_by_id(session, (plan.row_id for plan, _ in items))
                 for plan, vanished in items:
-                    row = session.get(Image, plan.row_id)
-                    assert row is not None
+                    row = rows[plan.row_id]
                     if vanished is not None:
                         row.status, row.error, row.dest_path = STATUS_DELETED, vanished, None
                         continue

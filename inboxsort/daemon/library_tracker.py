@@ -21,6 +21,7 @@ from inboxsort.config import DEFAULT_IGNORE
 from inboxsort.daemon.filing import REVIEW_FOLDER
 from inboxsort.daemon.ledger import display_path
 from inboxsort.daemon.moves import same_file
+from inboxsort.daemon.own_filings import OwnFilings
 from inboxsort.daemon.watch import Ignore, scan
 from inboxsort.db import (
     SOURCE_MOVE,
@@ -93,8 +94,10 @@ class LibraryTracker:
         ignore: Sequence[str] = DEFAULT_IGNORE,
         grace_seconds: float = 5.0,
         orphan_seconds: float = 60.0,
+        own: OwnFilings | None = None,
     ) -> None:
         self.db = db
+        self._own = own
         self.library = library
         self.classes = tuple(classes)  # replace when a model with other classes is activated
         self.review_folder_name = review_folder_name
@@ -145,6 +148,7 @@ class LibraryTracker:
         """A file (or folder of files) appeared at `path`: whose is it, and what did it mean?"""
         if self._ignore(path):
             return
+        mine = self._own.take(path) if self._own is not None else None
         try:
             st = os.lstat(path)
         except OSError:
@@ -152,6 +156,10 @@ class LibraryTracker:
         if stat.S_ISDIR(st.st_mode):
             for child in scan(path, recursive=True, ignore=self._ignore):
                 self._arrived(child, now)
+            return
+        if mine == (st.st_dev, st.st_ino):
+            # The daemon's own filing, still where it put it: its rows say all there is.
+            self._orphans.pop(path, None)
             return
         with self.db.begin() as session:
             row = self._identify(session, path, st)

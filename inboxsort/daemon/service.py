@@ -23,6 +23,7 @@ from inboxsort.daemon.intake import Intake
 from inboxsort.daemon.ledger import Ledger
 from inboxsort.daemon.library import LibraryEvent, LibraryHandler, LibraryTracker, LibraryWorker
 from inboxsort.daemon.notify import Notifier
+from inboxsort.daemon.own_filings import OwnFilings
 from inboxsort.daemon.records import Arrival
 from inboxsort.daemon.serving import Server, share_cores, warm_up
 from inboxsort.daemon.watch import InboxHandler, make_observer
@@ -64,6 +65,7 @@ class Daemon:
         self.once = once
         self.notifier = notifier or Notifier(None)
         self.ledger = Ledger(db)
+        self.own_filings = OwnFilings()
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self.intake = Intake(
@@ -75,7 +77,7 @@ class Daemon:
         self.server = Server(
             classifier=classifier,
             intake=self.intake,
-            filer=Filer(config.paths, config.filing, self.ledger),
+            filer=Filer(config.paths, config.filing, self.ledger, own=self.own_filings),
             max_size=config.batch.max_size,
             max_delay=config.batch.max_delay_ms / 1000,
             ping=self._ping_watchdog,
@@ -164,6 +166,7 @@ class Daemon:
             library=library,
             classes=self.server.classifier.classes,
             ignore=self.config.watch.ignore,
+            own=self.own_filings,
         )
         # It reconciles first: moves and deletions made while no daemon ran.
         self._library = LibraryWorker(self._tracker, events)

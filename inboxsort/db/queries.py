@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
@@ -17,6 +17,8 @@ from inboxsort.db.schema import (
     Image,
     utcnow,
 )
+
+_V = TypeVar("_V")
 
 # Columns write_heartbeat accepts; the primary key is fixed to DAEMON_ROW_ID.
 _HEARTBEAT_FIELDS = frozenset(c.key for c in DaemonState.__table__.columns) - {"id"}
@@ -32,14 +34,25 @@ def find_by_sha256(
     session: Session, sha256: str, *, statuses: Iterable[str] = (STATUS_FILED,)
 ) -> Image | None:
     """Return the oldest image with this content hash and one of `statuses`, or None."""
+    return oldest_by_sha256(session, [sha256], statuses=statuses).get(sha256)
+
+
+def oldest_by_sha256(
+    session: Session, hashes: Iterable[str], *, statuses: Iterable[str] = (STATUS_FILED,)
+) -> dict[str, Image]:
+    """The oldest image with one of `statuses` for each content hash that has one."""
     wanted = list(statuses)
-    stmt = (
-        select(Image)
-        .where(Image.sha256 == sha256, Image.status.in_(wanted))
-        .order_by(Image.received_at, Image.id)
-        .limit(1)
-    )
-    return session.scalars(stmt).first()
+    found: dict[str, Image] = {}
+    for chunk in _chunks(hashes):
+        stmt = (
+            select(Image)
+            .where(Image.sha256.in_(chunk), Image.status.in_(wanted))
+            .order_by(Image.received_at, Image.id)
+        )
+        for row in session.scalars(stmt):
+            assert row.sha256 is not None
+            found.setdefault(row.sha256, row)
+    return found
 
 
 def find_by_location(session: Session, *, device: int, inode: int) -> Image | None:
@@ -62,13 +75,37 @@ def find_by_path(session: Session, path: str) -> Image | None:
 
 def pending_by_source(session: Session, source_path: str) -> Image | None:
     """Return the most recent pending image that arrived at `source_path`, or None."""
-    stmt = (
-        select(Image)
-        .where(Image.source_path == source_path, Image.status == STATUS_PENDING)
-        .order_by(Image.id.desc())
-        .limit(1)
-    )
-    return session.scalars(stmt).first()
+    return pending_by_sources(session, [source_path]).get(source_path)
+
+
+def pending_by_sources(session: Session, source_paths: Iterable[str]) -> dict[str, Image]:
+    """The most recent pending image for each of `source_paths` that has one."""
+    found: dict[str, Image] = {}
+    for chunk in _chunks(source_paths):
+        stmt = (
+            select(Image)
+            .where(Image.source_path.in_(chunk), Image.status == STATUS_PENDING)
+            .order_by(Image.id.desc())
+        )
+        for row in session.scalars(stmt):
+            found.setdefault(row.source_path, row)
+    return found
+
+
+def images_by_id(session: Session, ids: Iterable[int]) -> dict[int, Image]:
+    """The images with these ids, by id (ids with no row are left out)."""
+    found: dict[int, Image] = {}
+    for chunk in _chunks(ids):
+        found.update(
+            (row.id, row) for row in session.scalars(select(Image).where(Image.id.in_(chunk)))
+        )
+    return found
+
+
+def _chunks(values: Iterable[_V], size: int = 500) -> list[list[_V]]:
+    """Distinct values in lists short enough for SQLite's limit on bound parameters."""
+    distinct = list(dict.fromkeys(values))
+    return [distinct[i : i + size] for i in range(0, len(distinct), size)]
 
 
 def corrections_since(session: Session, version: int | None) -> list[Correction]:

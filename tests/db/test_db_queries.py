@@ -31,8 +31,11 @@ from inboxsort.db.queries import (
     find_by_location,
     find_by_path,
     find_by_sha256,
+    images_by_id,
     images_by_status,
+    oldest_by_sha256,
     pending_by_source,
+    pending_by_sources,
     read_heartbeat,
     write_heartbeat,
 )
@@ -86,6 +89,24 @@ def test_find_by_sha256_returns_the_oldest_matching_status(session: Session) -> 
     assert find_by_sha256(session, digest, statuses=[STATUS_FILED, STATUS_DUPLICATE]) is dup
     assert find_by_sha256(session, "cd" * 32) is None
     assert newer.id is not None
+
+
+def test_the_batch_lookups_answer_each_key_past_sqlites_parameter_limit(
+    session: Session,
+) -> None:
+    # 40,000 keys: more than SQLite's 32,766 bound parameters in one statement.
+    keys = [f"{i:064x}" for i in range(40_000)]
+    old = _add(session, "old.jpg", minutes=1, sha256=keys[-1])
+    _add(session, "new.jpg", minutes=9, sha256=keys[-1])
+    first = _add(session, "first.jpg", sha256=keys[0])
+    gone = _add(session, "gone.jpg", sha256=keys[1], status=STATUS_FAILED)
+    assert oldest_by_sha256(session, keys) == {keys[0]: first, keys[-1]: old}
+    assert oldest_by_sha256(session, keys, statuses=(STATUS_FAILED,)) == {keys[1]: gone}
+
+    pending = _add(session, "p.jpg", status=STATUS_PENDING)
+    sources = [f"/inbox/{i}.jpg" for i in range(40_000)] + ["/inbox/p.jpg"]
+    assert pending_by_sources(session, sources) == {"/inbox/p.jpg": pending}
+    assert images_by_id(session, [old.id, gone.id, 10**9]) == {old.id: old, gone.id: gone}
 
 
 def test_find_by_location_and_path_return_the_newest(session: Session) -> None:
