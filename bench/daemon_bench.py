@@ -167,6 +167,33 @@ def label(setup: Setup) -> str:
     return f"{workers} worker{'s' if workers > 1 else ''} x batch {size}"
 
 
+def paired_ratios(
+    data: Path, files: list[tuple[Path, str]], setup: Setup, work: Path, *, count: int
+) -> list[dict[str, float]]:
+    """Model-only, then end to end, back to back `count` times; each pair's ratio.
+
+    This machine's speed drifts by 10-20 % over minutes; a pair taken back to back shares the
+    drift, so the spread of the pairs' ratios shows how far one ratio can be trusted.
+    """
+    workers, size = setup
+    pairs = []
+    for i in range(count):
+        alone = model_only_split(data, size, workers)["images_per_s"]
+        run = e2e(work / f"pair-{i}", files, setup, idle=0)["images_per_s"]
+        pairs.append({"model_only": alone, "e2e": run, "ratio": run / alone})
+        say(
+            f"pair {i + 1}       model-only {alone:6.1f}, end-to-end {run:6.1f} images/s: "
+            f"ratio {run / alone:.2f} ({label(setup)})"
+        )
+    if pairs:
+        ratios = sorted(p["ratio"] for p in pairs)
+        say(
+            f"pairs        median ratio {statistics.median(ratios):.2f} "
+            f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}, {len(pairs)} pairs; goal >= 0.8)"
+        )
+    return pairs
+
+
 def main() -> int:
     """Run every measurement and print a report (and JSON with --json)."""
     from inboxsort.config import BatchConfig
@@ -183,6 +210,12 @@ def main() -> int:
     parser.add_argument("--naive", type=int, default=100, help="images for the naive loop")
     parser.add_argument("--flood", type=int, default=5000, help="images for the memory flood")
     parser.add_argument("--idle", type=int, default=10, help="single drops into an idle daemon")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="model-only then end-to-end, back to back, this many times (the shipped setup)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     files = images_in(args.data)
@@ -259,6 +292,8 @@ def main() -> int:
         f"{len(idle_ms)} single images (goal p50 <= 250 ms; {label(shipped)})"
     )
 
+    pairs = paired_ratios(args.data, files, shipped, work, count=args.pairs)
+
     big: dict[str, Any] = {}
     if args.flood:
         root = work / "flood"
@@ -282,6 +317,7 @@ def main() -> int:
             "decode_cpu_ms": ref["decode_cpu_ms"],
             "ceiling_images_per_s": ceiling,
             "naive_images_per_s": slow["images_per_s"],
+            "pairs": pairs,
             "model_accuracy": ref["accuracy"],
             "idle_latency_ms": idle_ms,
             "flood": {k: v for k, v in big.items() if k != "labels"},
