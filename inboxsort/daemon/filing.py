@@ -132,7 +132,7 @@ class Filer:
     ) -> tuple[Plan, str | None] | None:
         """Move one file; (plan, None) when moved, (plan, reason) when gone, None to retry."""
         for _ in range(_NAME_ATTEMPTS):
-            if self.own is not None:
+            if self.own is not None and plan.dest.is_relative_to(self.paths.library):
                 # Before the move, so the library event cannot arrive first. A rename keeps
                 # the inode; a copy across filesystems gets a new one and is looked up instead.
                 self.own.add(plan.dest, device=claim.device, inode=claim.inode)

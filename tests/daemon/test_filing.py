@@ -162,7 +162,11 @@ def test_a_pending_row_a_crash_left_is_reused_not_doubled(db, paths):
 def test_each_move_is_noted_for_the_library_watcher_before_it_happens(db, paths):
     own = OwnFilings()
     items = [dropped(paths, "cat.jpg"), dropped(paths, "dog.jpg")]
-    Filer(paths, FilingConfig(), Ledger(db), own=own).file_batch(items)
+    broken = dropped(paths, "broken.jpg")
+    broken = Decoded(broken.claim, broken.sha256, None, "cannot decode: truncated")
+    Filer(paths, FilingConfig(), Ledger(db), own=own).file_batch([*items, broken])
+
+    assert (paths.failed / "broken.jpg").is_file()  # not in the library: nothing to note
 
     for item, dest in zip(items, ("cats/cat.jpg", "dogs/dog.jpg"), strict=True):
         st = (paths.library / dest).stat()
