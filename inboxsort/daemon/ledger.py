@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from inboxsort.hashing import sha256_or_none
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+_ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
 
 # Backoff for "database is locked": another writer (the CLI, a sqlite3 shell) holds the lock.
 # The daemon waits rather than fails; images stay in the inbox meanwhile.
@@ -234,10 +237,19 @@ def _same_content(row: Image, path: Path) -> bool:
     return row.sha256 is not None and sha256_or_none(path) == row.sha256
 
 
+def _inbox_path(text: str) -> Path:
+    """The path a stored source path names, undoing display_path's escapes when needed."""
+    path = Path(text)
+    if "\\x" not in text or os.path.lexists(path):
+        return path  # a name with a real backslash-x in it is taken as written if it exists
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode())
+    return Path(os.fsdecode(raw))
+
+
 def _recover_row(row: Image, paths: PathsConfig, now: datetime) -> str:
-    # Names that are not UTF-8 are stored escaped, so such a source cannot be found again from
-    # its row; the rescan then files it under a new row and this one is marked missing.
-    source = Path(row.source_path)
+    # A name that is not UTF-8 is stored escaped: without turning it back into its bytes, the
+    # inbox file would be filed again under a second row, or left beside its filed twin.
+    source = _inbox_path(row.source_path)
     dest = Path(row.dest_path) if row.dest_path else None
     src_there = os.path.lexists(source)
     dest_there = dest is not None and os.path.lexists(dest)
