@@ -1,4 +1,5 @@
-"""Rows as the daemon leaves them after filing, for library and label tests.
+"""Rows as the daemon leaves them after filing, for library and label tests; and files as the
+model leaves them, ready to be filed, for filing and recovery tests.
 
 Import as `from filedrows import ...` (this folder is on sys.path through conftest.py).
 """
@@ -6,11 +7,14 @@ Import as `from filedrows import ...` (this folder is on sys.path through confte
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
+from inboxsort.daemon.records import Claim, Decoded
 from inboxsort.db import STATUS_FILED, Correction, Database, Image, utcnow
 
 CLASSES = ("cats", "dogs")
@@ -76,3 +80,16 @@ def corrections(db: Database) -> list[Correction]:
     """Every correction, oldest first."""
     with db.session() as session:
         return list(session.scalars(select(Correction).order_by(Correction.id)))
+
+
+def classified(
+    folder: Path, name: str | bytes, *, label: str = "cats", data: bytes | None = None
+) -> Decoded:
+    """A file written at folder/name (raw bytes allowed), claimed, hashed and labelled."""
+    raw = os.fsencode(name)
+    path = Path(os.fsdecode(os.fsencode(folder) + b"/" + raw))
+    path.write_bytes(data if data is not None else b"pixels of " + raw * 40)
+    claim = Claim.from_stat(path, os.lstat(path), received_at=utcnow())
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    pixels = np.zeros((2, 2, 3), np.uint8)
+    return Decoded(claim, digest, pixels, None, label=label, score=0.9, model_version=1)

@@ -84,25 +84,8 @@ class Filer:
             folder, status, original = self._folder(item, filed)
             dest = _free(folder, display_path(Path(item.claim.path.name)), reserved)
             reserved.add(dest)
-            claim = item.claim
-            entries.append(
-                Entry(
-                    source=claim.path,
-                    dest=dest,
-                    status=status,
-                    sha256=item.sha256,
-                    size=claim.size,
-                    device=claim.device,
-                    inode=claim.inode,
-                    received_at=claim.received_at,
-                    label=item.label,
-                    score=item.score,
-                    model_version=item.model_version,
-                    error=item.error,
-                    duplicate_of=original,
-                )
-            )
-            chosen[claim.path] = item
+            entries.append(entry_for(item, dest, status=status, duplicate_of=original))
+            chosen[item.claim.path] = item
         plans = self.ledger.plan(entries)
         done: list[tuple[Plan, str | None]] = []
         for plan in plans:
@@ -158,6 +141,26 @@ class Filer:
                 return None
         log.warning("cannot find a free name for %s in %s", plan.source, plan.dest.parent)
         return None
+
+
+def entry_for(item: Decoded, dest: Path, *, status: str, duplicate_of: int | None) -> Entry:
+    """What the ledger records for `item` before it is moved to `dest`."""
+    claim = item.claim
+    return Entry(
+        source=claim.path,
+        dest=dest,
+        status=status,
+        sha256=item.sha256,
+        size=claim.size,
+        device=claim.device,
+        inode=claim.inode,
+        received_at=claim.received_at,
+        label=item.label,
+        score=item.score,
+        model_version=item.model_version,
+        error=item.error,
+        duplicate_of=duplicate_of,
+    )
 
 
 def _original_name(plan: Plan) -> str:

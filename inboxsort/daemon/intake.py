@@ -229,15 +229,7 @@ class Intake:
         while not self._slots.acquire(timeout=0.2):
             if stop.is_set():
                 return False
-        claim = Claim(
-            path=path,
-            device=st.st_dev,
-            inode=st.st_ino,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            is_symlink=stat.S_ISLNK(st.st_mode),
-            received_at=utcnow(),
-        )
+        claim = Claim.from_stat(path, st, received_at=utcnow())
         with self._lock:
             self._by_inode[key] = path
             self._by_path[path] = key

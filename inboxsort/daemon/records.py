@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +35,19 @@ class Claim:
     mtime_ns: int
     is_symlink: bool
     received_at: datetime
+
+    @classmethod
+    def from_stat(cls, path: Path, st: os.stat_result, *, received_at: datetime) -> Claim:
+        """The claim on `path` as lstat() saw it."""
+        return cls(
+            path=path,
+            device=st.st_dev,
+            inode=st.st_ino,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            is_symlink=stat.S_ISLNK(st.st_mode),
+            received_at=received_at,
+        )
 
 
 @dataclass(frozen=True)

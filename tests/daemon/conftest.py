@@ -1,4 +1,5 @@
-"""Fixtures of the daemon's integration tests: a site with the tiny model active, subprocesses.
+"""Fixtures of the daemon's tests: a site with the tiny model active, subprocesses, and the
+folders and SQLite file that the stage-level tests (filing, recovery, library) work on.
 
 Everything is real: watchdog observers, files under tmp_path, a SQLite file, the tiny Keras model
 (copied in as version 1: the session's folder is shared). Helpers live in daemonkit.py.
@@ -13,6 +14,42 @@ from typing import Any
 
 import pytest
 from daemonkit import DaemonProcess, Site, make_site, spawn_daemon
+from filedrows import CLASSES
+
+from inboxsort.config import PathsConfig
+from inboxsort.daemon.filing import REVIEW_FOLDER
+from inboxsort.db import Database, open_database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite file under tmp_path, migrated."""
+    database = open_database(f"sqlite:///{tmp_path / 'inboxsort.db'}")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> PathsConfig:
+    """The daemon's folders under tmp_path, each class folder and _review included."""
+    paths = PathsConfig(
+        inbox=tmp_path / "inbox",
+        library=tmp_path / "library",
+        failed=tmp_path / "failed",
+        models=tmp_path / "models",
+        duplicates=tmp_path / "duplicates",
+    )
+    for folder in (paths.inbox, paths.failed, paths.duplicates):
+        folder.mkdir(parents=True)
+    for name in (*CLASSES, REVIEW_FOLDER):
+        (paths.library / name).mkdir(parents=True)
+    return paths
+
+
+@pytest.fixture
+def library(paths: PathsConfig) -> Path:
+    """The library folder of `paths`."""
+    return paths.library
 
 
 @pytest.fixture

@@ -2,76 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pytest
+from filedrows import classified
 from sqlalchemy import event, select
 
-from inboxsort.config import FilingConfig, PathsConfig
+from inboxsort.config import FilingConfig
 from inboxsort.daemon.filing import Filer
 from inboxsort.daemon.ledger import Ledger
 from inboxsort.daemon.own_filings import OwnFilings
-from inboxsort.daemon.records import Claim, Decoded
+from inboxsort.daemon.records import Decoded
 from inboxsort.db import (
     STATUS_DUPLICATE,
     STATUS_FILED,
     STATUS_PENDING,
     Database,
     Image,
-    open_database,
     utcnow,
 )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'filing.db'}")
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> PathsConfig:
-    paths = PathsConfig(
-        inbox=tmp_path / "inbox",
-        library=tmp_path / "library",
-        failed=tmp_path / "failed",
-        models=tmp_path / "models",
-        duplicates=tmp_path / "duplicates",
-    )
-    for folder in (paths.inbox, paths.library / "cats", paths.library / "dogs", paths.failed):
-        folder.mkdir(parents=True)
-    paths.duplicates.mkdir()
-    return paths
-
-
-def dropped(paths: PathsConfig, name: str, content: bytes | None = None) -> Decoded:
-    """A file in the inbox as the model leaves it: claimed, hashed, labelled."""
-    path = paths.inbox / name
-    path.write_bytes(content if content is not None else f"pixels of {name}".encode() * 40)
-    st = path.stat()
-    claim = Claim(
-        path=path,
-        device=st.st_dev,
-        inode=st.st_ino,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        is_symlink=False,
-        received_at=utcnow(),
-    )
-    return Decoded(
-        claim,
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        pixels=np.zeros((2, 2, 3), np.uint8),
-        error=None,
-        label="dogs" if "dog" in name else "cats",
-        score=0.9,
-        model_version=1,
-    )
 
 
 @contextmanager
@@ -98,7 +48,7 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(db, paths):
     filer = Filer(paths, FilingConfig(), Ledger(db))
     counts = []
     for size in (2, 24):
-        batch = [dropped(paths, f"cat.{size}.{i}.jpg") for i in range(size)]
+        batch = [classified(paths.inbox, f"cat.{size}.{i}.jpg") for i in range(size)]
         with statements(db) as seen:
             outcome = filer.file_batch(batch)
         assert outcome.filed == size
@@ -118,9 +68,16 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(db, paths):
 def test_content_filed_before_is_marked_a_duplicate_of_the_first(db, paths):
     filer = Filer(paths, FilingConfig(duplicates="move"), Ledger(db))
     same = b"the same photo" * 100
-    filer.file_batch([dropped(paths, "first.jpg", same), dropped(paths, "other.jpg")])
-    filer.file_batch([dropped(paths, "again.jpg", same), dropped(paths, "again2.jpg", same)])
-    outcome = filer.file_batch([dropped(paths, "again3.jpg", same)])
+    filer.file_batch(
+        [classified(paths.inbox, "first.jpg", data=same), classified(paths.inbox, "other.jpg")]
+    )
+    filer.file_batch(
+        [
+            classified(paths.inbox, "again.jpg", data=same),
+            classified(paths.inbox, "again2.jpg", data=same),
+        ]
+    )
+    outcome = filer.file_batch([classified(paths.inbox, "again3.jpg", data=same)])
 
     by_name = {r.original_name: r for r in rows(db)}
     first = by_name["first.jpg"]
@@ -136,7 +93,7 @@ def test_content_filed_before_is_marked_a_duplicate_of_the_first(db, paths):
 
 
 def test_a_pending_row_a_crash_left_is_reused_not_doubled(db, paths):
-    item = dropped(paths, "cat.jpg")
+    item = classified(paths.inbox, "cat.jpg")
     ledger = Ledger(db)
     with db.begin() as session:
         session.add(
@@ -148,7 +105,9 @@ def test_a_pending_row_a_crash_left_is_reused_not_doubled(db, paths):
                 received_at=utcnow(),
             )
         )
-    Filer(paths, FilingConfig(), ledger).file_batch([item, dropped(paths, "dog.jpg")])
+    Filer(paths, FilingConfig(), ledger).file_batch(
+        [item, classified(paths.inbox, "dog.jpg", label="dogs")]
+    )
 
     [cat, dog] = rows(db)
     assert (cat.original_name, cat.status, cat.path) == (
@@ -161,8 +120,8 @@ def test_a_pending_row_a_crash_left_is_reused_not_doubled(db, paths):
 
 def test_each_move_is_noted_for_the_library_watcher_before_it_happens(db, paths):
     own = OwnFilings()
-    items = [dropped(paths, "cat.jpg"), dropped(paths, "dog.jpg")]
-    broken = dropped(paths, "broken.jpg")
+    items = [classified(paths.inbox, "cat.jpg"), classified(paths.inbox, "dog.jpg", label="dogs")]
+    broken = classified(paths.inbox, "broken.jpg")
     broken = Decoded(broken.claim, broken.sha256, None, "cannot decode: truncated")
     Filer(paths, FilingConfig(), Ledger(db), own=own).file_batch([*items, broken])
 

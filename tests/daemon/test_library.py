@@ -8,7 +8,6 @@ import queue
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,25 +34,9 @@ from inboxsort.db import (
     STATUS_PENDING,
     Database,
     Image,
-    open_database,
 )
 
 GRACE = 5.0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'library.db'}")
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def library(tmp_path: Path) -> Path:
-    root = tmp_path / "library"
-    for name in (*CLASSES, "_review"):
-        (root / name).mkdir(parents=True)
-    return root
 
 
 @pytest.fixture

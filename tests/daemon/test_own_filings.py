@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from filedrows import CLASSES, corrections, file_image, get_image
 from sqlalchemy import event
 
 from inboxsort.daemon.library import CREATED, MOVED, LibraryEvent, LibraryTracker
 from inboxsort.daemon.own_filings import OwnFilings
-from inboxsort.db import SOURCE_MOVE, Database, open_database
+from inboxsort.db import SOURCE_MOVE, Database
 
 
 class Clock:
@@ -49,21 +47,6 @@ def test_the_oldest_entries_go_first_past_the_limit():
         (1, 4),
         (1, 5),
     ]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'library.db'}")
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def library(tmp_path: Path) -> Path:
-    root = tmp_path / "library"
-    for name in CLASSES:
-        (root / name).mkdir(parents=True)
-    return root
 
 
 def sql_count(db: Database) -> list[str]:
