@@ -115,12 +115,8 @@ class Filer:
     ) -> tuple[Plan, str | None] | None:
         """Move one file; (plan, None) when moved, (plan, reason) when gone, None to retry."""
         for _ in range(_NAME_ATTEMPTS):
-            if self.own is not None and plan.dest.is_relative_to(self.paths.library):
-                # Before the move, so the library event cannot arrive first. A rename keeps
-                # the inode; a copy across filesystems gets a new one and is looked up instead.
-                self.own.add(plan.dest, device=claim.device, inode=claim.inode)
             try:
-                move_no_clobber(plan.source, plan.dest, sync=False)
+                self._move_noted(plan, claim)
                 return plan, None
             except FileExistsError:
                 dest = _free(plan.dest.parent, _original_name(plan), reserved)
@@ -141,6 +137,20 @@ class Filer:
                 return None
         log.warning("cannot find a free name for %s in %s", plan.source, plan.dest.parent)
         return None
+
+    def _move_noted(self, plan: Plan, claim: Claim) -> None:
+        """move_no_clobber, telling the library watcher first, and untelling it on failure."""
+        if self.own is None or not plan.dest.is_relative_to(self.paths.library):
+            move_no_clobber(plan.source, plan.dest, sync=False)
+            return
+        # Before the move, so the library event cannot arrive first. A rename keeps the
+        # inode; a copy across filesystems gets a new one and is looked up instead.
+        self.own.add(plan.dest, device=claim.device, inode=claim.inode)
+        try:
+            move_no_clobber(plan.source, plan.dest, sync=False)
+        except BaseException:
+            self.own.discard(plan.dest)
+            raise
 
 
 def entry_for(item: Decoded, dest: Path, *, status: str, duplicate_of: int | None) -> Entry:

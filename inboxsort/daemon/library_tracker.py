@@ -148,6 +148,8 @@ class LibraryTracker:
         """A file (or folder of files) appeared at `path`: whose is it, and what did it mean?"""
         if self._ignore(path):
             return
+        # Taken before the lookup below; an event retried after "database is locked" then
+        # simply looks the file up.
         mine = self._own.take(path) if self._own is not None else None
         try:
             st = os.lstat(path)
@@ -161,6 +163,10 @@ class LibraryTracker:
             # The daemon's own filing, still where it put it: its rows say all there is.
             self._orphans.pop(path, None)
             return
+        if self._own is not None:
+            # Moved on before its own event was read (a poll can miss both halves of a move):
+            # the note at the old name must not hide the user moving it back there.
+            self._own.seen_at(path, device=st.st_dev, inode=st.st_ino)
         with self.db.begin() as session:
             row = self._identify(session, path, st)
             row_id = row.id if isinstance(row, Image) else None

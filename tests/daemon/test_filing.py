@@ -118,7 +118,7 @@ def test_a_pending_row_a_crash_left_is_reused_not_doubled(db, paths):
     assert (dog.original_name, dog.status) == ("dog.jpg", STATUS_FILED)
 
 
-def test_each_move_is_noted_for_the_library_watcher_before_it_happens(db, paths):
+def test_each_move_into_the_library_is_noted_for_the_library_watcher(db, paths):
     own = OwnFilings()
     items = [classified(paths.inbox, "cat.jpg"), classified(paths.inbox, "dog.jpg", label="dogs")]
     broken = classified(paths.inbox, "broken.jpg")
@@ -131,4 +131,14 @@ def test_each_move_is_noted_for_the_library_watcher_before_it_happens(db, paths)
         st = (paths.library / dest).stat()
         assert (st.st_dev, st.st_ino) == (item.claim.device, item.claim.inode)
         assert own.take(paths.library / dest) == (st.st_dev, st.st_ino)
+    assert len(own) == 0
+
+
+def test_a_move_that_did_not_happen_leaves_no_note(db, paths):
+    own = OwnFilings()
+    item = classified(paths.inbox, "cat.jpg")
+    item.claim.path.unlink()  # gone before it could be filed
+    outcome = Filer(paths, FilingConfig(), Ledger(db), own=own).file_batch([item])
+
+    assert outcome.vanished == 1
     assert len(own) == 0

@@ -49,6 +49,17 @@ def test_the_oldest_entries_go_first_past_the_limit():
     ]
 
 
+def test_a_new_note_for_the_same_file_replaces_the_old_one_and_discard_forgets():
+    own = OwnFilings()
+    own.add(Path("/lib/cats/a.jpg"), device=1, inode=7)
+    own.add(Path("/lib/cats/a (1).jpg"), device=1, inode=7)  # the first name was taken
+    own.add(Path("/lib/cats/b.jpg"), device=1, inode=8)
+    own.discard(Path("/lib/cats/b.jpg"))  # its move failed
+    assert own.take(Path("/lib/cats/a.jpg")) is None
+    assert own.take(Path("/lib/cats/b.jpg")) is None
+    assert own.take(Path("/lib/cats/a (1).jpg")) == (1, 7)
+
+
 def sql_count(db: Database) -> list[str]:
     seen: list[str] = []
     event.listen(db.engine, "before_cursor_execute", lambda _c, _k, sql, *_: seen.append(sql))
@@ -121,3 +132,24 @@ def test_another_file_at_the_noted_name_is_looked_up(db, library):
     tracker.handle(LibraryEvent(MOVED, mine, src=theirs), 0.0)
 
     assert [(c.image_id, c.new_label) for c in corrections(db)] == [(image, "cats")]
+
+
+def test_a_file_moved_on_before_its_event_was_read_drops_its_note(db, library):
+    # Polling can miss both halves of a quick move: the daemon's filing at cats/ and the
+    # user's move to dogs/ arrive as one creation in dogs/.
+    own = OwnFilings()
+    tracker = LibraryTracker(db, library=library, classes=CLASSES, own=own)
+    cats, dogs = library / "cats" / "d.jpg", library / "dogs" / "d.jpg"
+    image = file_image(db, cats, "cats")
+    st = cats.stat()
+    own.add(cats, device=st.st_dev, inode=st.st_ino)
+    cats.rename(dogs)
+    tracker.handle(LibraryEvent(CREATED, dogs), 0.0)
+    dogs.rename(cats)  # and back, within the note's lifetime
+    tracker.handle(LibraryEvent(CREATED, cats), 1.0)
+
+    assert [(c.old_label, c.new_label) for c in corrections(db)] == [
+        ("cats", "dogs"),
+        ("dogs", "cats"),
+    ]
+    assert get_image(db, image).path == str(cats)
