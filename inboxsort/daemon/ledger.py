@@ -48,7 +48,8 @@ from inboxsort.hashing import sha256_or_none
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_ESCAPE = re.compile(rb"\\x([0-9a-f]{2})")
+# display_path's backslashreplace escapes only bytes that are not UTF-8: 0x80 to 0xff.
+_ESCAPE = re.compile(rb"\\x([89a-f][0-9a-f])")
 
 # Backoff for "database is locked": another writer (the CLI, a sqlite3 shell) holds the lock.
 # The daemon waits rather than fails; images stay in the inbox meanwhile.
@@ -237,19 +238,42 @@ def _same_content(row: Image, path: Path) -> bool:
     return row.sha256 is not None and sha256_or_none(path) == row.sha256
 
 
-def _inbox_path(text: str) -> Path:
-    """The path a stored source path names, undoing display_path's escapes when needed."""
-    path = Path(text)
-    if "\\x" not in text or os.path.lexists(path):
-        return path  # a name with a real backslash-x in it is taken as written if it exists
-    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode())
-    return Path(os.fsdecode(raw))
+def _inbox_path(row: Image) -> Path:
+    """The inbox path of a row; a name stored with escapes is turned back into its bytes.
+
+    The unescaped path is used only if the file there is the row's own (device and inode), so
+    an escape-like sequence typed into a real name can never point recovery at another file.
+    """
+    path = Path(row.source_path)
+    if "\\x" not in row.source_path or os.path.lexists(path):
+        return path
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), row.source_path.encode())
+    candidate = Path(os.fsdecode(raw))
+    try:
+        st = os.lstat(candidate)
+    except OSError:
+        return path
+    return candidate if (st.st_dev, st.st_ino) == (row.device, row.inode) else path
+
+
+def _is_rows_file(row: Image, path: Path) -> bool:
+    """Whether the file at path is the one the row was made for: its content, else its inode.
+
+    Content first: once a file is unlinked its inode number can be reused by a newcomer.
+    """
+    if row.sha256 is not None or path.is_symlink():
+        return _same_content(row, path)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino, st.st_size) == (row.device, row.inode, row.size)
 
 
 def _recover_row(row: Image, paths: PathsConfig, now: datetime) -> str:
     # A name that is not UTF-8 is stored escaped: without turning it back into its bytes, the
     # inbox file would be filed again under a second row, or left beside its filed twin.
-    source = _inbox_path(row.source_path)
+    source = _inbox_path(row)
     dest = Path(row.dest_path) if row.dest_path else None
     src_there = os.path.lexists(source)
     dest_there = dest is not None and os.path.lexists(dest)
@@ -257,10 +281,13 @@ def _recover_row(row: Image, paths: PathsConfig, now: datetime) -> str:
         if not src_there:
             _complete(row, dest, _status_for(dest, paths), now)
             return "completed"
-        if same_file(source, dest) or _same_content(row, dest):
+        linked = same_file(source, dest)
+        if linked or _same_content(row, dest):
             # Crashed after the link (or the cross-filesystem copy) but before the inbox name
-            # was removed: the file is safe at dest, so the inbox name is the extra one.
-            source.unlink()
+            # was removed: the file is safe at dest, so the inbox name is the extra one,
+            # unless a new file has taken that name since (the scan gives it a row of its own).
+            if linked or _is_rows_file(row, source):
+                source.unlink()
             _complete(row, dest, _status_for(dest, paths), now)
             return "completed"
     if src_there:

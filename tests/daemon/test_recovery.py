@@ -74,3 +74,31 @@ def test_killed_mid_move_the_file_ends_in_one_place_with_one_row(db, paths, name
     assert (row.status, row.path, row.dest_path) == (STATUS_FILED, str(dest), None)
     assert everything_on_disk(paths) == [dest]
     assert list(paths.inbox.iterdir()) == []
+
+
+def test_an_escape_typed_into_a_real_name_never_points_recovery_at_another_file(db, paths):
+    ledger = Ledger(db)
+    item = classified(paths.inbox, "a\\xe9.jpg")  # valid UTF-8, with a real backslash
+    dest = planned(ledger, paths, item)
+    os.link(item.claim.path, dest)
+    item.claim.path.unlink()
+    other = classified(paths.inbox, b"a\xe9.jpg", data=b"another photo" * 50)  # Latin-1
+
+    assert ledger.recover(paths)["completed"] == 1
+    assert other.claim.path.read_bytes() == b"another photo" * 50
+    [row] = rows(db)
+    assert (row.status, row.path) == (STATUS_FILED, str(dest))
+
+
+def test_a_new_file_that_took_the_inbox_name_after_the_move_is_left_for_the_scan(db, paths):
+    ledger = Ledger(db)
+    item = classified(paths.inbox, "cat.jpg")
+    dest = planned(ledger, paths, item)
+    os.link(item.claim.path, dest)
+    item.claim.path.unlink()
+    newcomer = classified(paths.inbox, "cat.jpg", data=b"a different photo" * 50)
+
+    assert ledger.recover(paths)["completed"] == 1
+    assert newcomer.claim.path.read_bytes() == b"a different photo" * 50
+    [row] = rows(db)
+    assert (row.status, row.path) == (STATUS_FILED, str(dest))
