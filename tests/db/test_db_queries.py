@@ -105,7 +105,9 @@ def test_the_batch_lookups_answer_each_key_past_sqlites_parameter_limit(
 
     pending = _add(session, "p.jpg", status=STATUS_PENDING)
     sources = [f"/inbox/{i}.jpg" for i in range(40_000)] + ["/inbox/p.jpg"]
-    assert pending_by_sources(session, sources) == {"/inbox/p.jpg": pending}
+    newer = _add(session, "p.jpg", status=STATUS_PENDING, minutes=-5)  # received earlier
+    assert pending_by_sources(session, sources) == {"/inbox/p.jpg": newer}  # the highest id
+    assert pending.id < newer.id
     assert images_by_id(session, [old.id, gone.id, 10**9]) == {old.id: old, gone.id: gone}
 
 
