@@ -84,6 +84,7 @@ class WatchConfig:
     polling: bool = False
     poll_interval_seconds: float = 5.0
     settle_seconds: float = 1.0
+    writer_timeout_seconds: float = 60.0
     rescan_seconds: float = 300.0
     ignore: tuple[str, ...] = DEFAULT_IGNORE
 
@@ -159,6 +160,7 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("batch", "inference_workers"): (lambda v: 1 <= v <= 16, "an integer from 1 to 16"),
     ("watch", "poll_interval_seconds"): (lambda v: v > 0, _POSITIVE),
     ("watch", "settle_seconds"): (lambda v: v >= 0, "0 or more"),
+    ("watch", "writer_timeout_seconds"): (lambda v: v >= 0, "0 or more"),
     ("watch", "rescan_seconds"): (lambda v: v >= 0, "0 or more (0 turns rescans off)"),
     ("filing", "duplicates"): (lambda v: v in ("keep", "move"), '"keep" or "move"'),
     ("filing", "review_below"): (lambda v: 0 <= v <= 1, "a probability from 0 to 1"),

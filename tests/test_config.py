@@ -199,6 +199,10 @@ BAD_CONFIGS = [
     ),
     ("[retrain]\nnice = 20\n", "config: retrain.nice = 20: expected an integer from 0 to 19"),
     (
+        "[watch]\nwriter_timeout_seconds = -1\n",
+        "config: watch.writer_timeout_seconds = -1: expected 0 or more",
+    ),
+    (
         '[logging]\nlevel = "LOUD"\n',
         "config: logging.level = 'LOUD': expected DEBUG, INFO, WARNING or ERROR",
     ),

@@ -117,7 +117,9 @@ class Intake:
         self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self.ready: queue.SimpleQueue[Decoded] = queue.SimpleQueue()
         self._ignore = Ignore(root, watch.ignore)
-        self._tracker = SettleTracker(watch.settle_seconds)
+        self._tracker = SettleTracker(
+            watch.settle_seconds, writer_timeout=watch.writer_timeout_seconds
+        )
         self._image_size = image_size
         self._clock = clock
         self._slots = threading.BoundedSemaphore(batch.queue_size)
@@ -204,7 +206,13 @@ class Intake:
             for path in scan(arrival.path, recursive=recursive, ignore=self._ignore):
                 self._tracker.note(path, self._clock())
             return
-        self._tracker.note(arrival.path, self._clock(), closed=arrival.closed, delay=arrival.delay)
+        self._tracker.note(
+            arrival.path,
+            self._clock(),
+            closed=arrival.closed,
+            writing=arrival.writing,
+            delay=arrival.delay,
+        )
 
     def _claim(self, path: Path, stop: threading.Event) -> bool:
         """Claim one settled file; False when stopping (the file stays for the next start)."""

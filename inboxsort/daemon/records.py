@@ -15,11 +15,13 @@ import numpy as np
 class Arrival:
     """A path the watcher or a scan saw; `closed` means a writer closed it after writing.
 
-    `delay` holds a retry back (seconds) after a transient error such as a busy file.
+    `writing` means inotify saw it written and a close will follow; `delay` holds a retry back
+    (seconds) after a transient error such as a busy file.
     """
 
     path: Path
     closed: bool = False
+    writing: bool = False
     is_dir: bool = False
     delay: float = 0.0
 

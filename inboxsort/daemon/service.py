@@ -124,8 +124,9 @@ class Daemon:
             self._threads.append(thread)
         if not self.once:
             observer = make_observer(self.config.watch)
+            inotify = not self.config.watch.polling
             handler = InboxHandler(
-                self.intake.arrivals, moves_are_complete=not self.config.watch.polling
+                self.intake.arrivals, moves_are_complete=inotify, writes_end_with_close=inotify
             )
             self._observer = observer
             observer.schedule(

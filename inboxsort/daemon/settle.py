@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 Stat = Callable[[Path], os.stat_result]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -16,14 +20,21 @@ class _Watched:
     mtime_ns: int = -1
     stable_since: float = 0.0
     closed: bool = False
+    writing: bool = False  # inotify saw a write and no close since
     not_before: float = 0.0
 
 
 class SettleTracker:
     """Tracks candidate files until they are complete; plain code, no threads, no clock reads."""
 
-    def __init__(self, settle_seconds: float, *, stat: Stat = os.lstat) -> None:
+    def __init__(
+        self, settle_seconds: float, *, writer_timeout: float = 60.0, stat: Stat = os.lstat
+    ) -> None:
         self.settle_seconds = settle_seconds
+        # A file inotify saw written and not yet closed has a writer that may only be paused
+        # (a stalled copy from a share): quiet for settle_seconds is not enough, only its close
+        # is, or this much quiet time, for writers that never close.
+        self.writer_timeout = max(writer_timeout, settle_seconds)
         self._stat = stat
         self._files: dict[Path, _Watched] = {}
 
@@ -33,9 +44,18 @@ class SettleTracker:
     def __contains__(self, path: object) -> bool:
         return path in self._files
 
-    def note(self, path: Path, now: float, *, closed: bool = False, delay: float = 0.0) -> None:
+    def note(
+        self,
+        path: Path,
+        now: float,
+        *,
+        closed: bool = False,
+        writing: bool = False,
+        delay: float = 0.0,
+    ) -> None:
         """Record an event for path; `delay` holds it back (a retry after a transient error)."""
         entry = self._files.setdefault(path, _Watched(stable_since=now))
+        entry.writing = (entry.writing or writing) and not closed
         if closed:
             # The writer closed the file: what we see at the next look is complete, so that
             # look starts a fresh baseline instead of counting as a change.
@@ -73,20 +93,38 @@ class SettleTracker:
                 if not first_look:
                     # Written again since the close event: that close no longer proves much.
                     entry.closed = False
-            if entry.closed or now - entry.stable_since >= self.settle_seconds:
+            if entry.closed or self._quiet_enough(path, entry, st, now - entry.stable_since):
                 ready.append(path)
                 del self._files[path]
         return ready
+
+    def _quiet_enough(self, path: Path, entry: _Watched, st: os.stat_result, quiet: float) -> bool:
+        if quiet < self.settle_seconds:
+            return False
+        if not entry.writing or not stat.S_ISREG(st.st_mode):
+            return True  # symlinks and FIFOs are created, never written
+        if quiet < self.writer_timeout:
+            return False
+        log.warning(
+            "%s: written, unchanged for %.0f s, and still not closed; reading it as it is",
+            path,
+            quiet,
+        )
+        return True
 
     def next_check(self, now: float) -> float | None:
         """Seconds until poll() could next return something, or None when nothing is tracked."""
         if not self._files:
             return None
         due = [
-            max(e.not_before, e.stable_since + self.settle_seconds, now)
-            if not e.closed
-            else max(e.not_before, now)
+            max(e.not_before, now)
+            if e.closed
+            else max(e.not_before, e.stable_since + self._wait(e), now)
             for e in self._files.values()
         ]
-        # Re-stat at least every quarter of the settle time so changes restart the clock promptly.
+        # Re-stat at least every quarter of the settle time so changes restart the clock promptly
+        # (and a symlink or FIFO noted as written is found ready after settle_seconds).
         return max(0.0, min(min(due) - now, max(self.settle_seconds / 4, 0.05)))
+
+    def _wait(self, entry: _Watched) -> float:
+        return self.writer_timeout if entry.writing else self.settle_seconds

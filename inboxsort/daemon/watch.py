@@ -51,17 +51,23 @@ class InboxHandler(FileSystemEventHandler):
     """Turns watchdog events into Arrivals on a queue; no filtering, no I/O, never blocks."""
 
     def __init__(
-        self, arrivals: queue.SimpleQueue[Arrival], *, moves_are_complete: bool = True
+        self,
+        arrivals: queue.SimpleQueue[Arrival],
+        *,
+        moves_are_complete: bool = True,
+        writes_end_with_close: bool = True,
     ) -> None:
         self.arrivals = arrivals
         # Only inotify reports real renames; the polling observer infers "moves" from inode
         # numbers, and a deleted file's inode reused by a new upload looks like one.
         self.moves_are_complete = moves_are_complete
+        # Only inotify reports closes: there, a write with no close yet is a writer still at it.
+        self.writes_end_with_close = writes_end_with_close
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         """Enqueue the path an event brings into view."""
         if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-            self.arrivals.put(Arrival(_as_path(event.src_path)))
+            self.arrivals.put(Arrival(_as_path(event.src_path), writing=self.writes_end_with_close))
         elif isinstance(event, FileClosedEvent):
             self.arrivals.put(Arrival(_as_path(event.src_path), closed=True))
         elif isinstance(event, FileMovedEvent):

@@ -152,6 +152,26 @@ def test_a_slow_writer_is_classified_once_after_its_last_chunk(new_site, validat
     assert path.read_bytes() == data
 
 
+def test_a_writer_that_pauses_past_settle_seconds_is_waited_for_until_it_closes(
+    new_site, validation_jpegs
+):
+    # A stalled copy from a share: the file stays open and unchanged for 4 x settle_seconds.
+    site = new_site(watch={"settle_seconds": 0.5})
+    data = validation_jpegs["cats"][2].read_bytes()
+    target = site.inbox / "stalled.jpg"
+    with running_daemon(site):
+        with open(target, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            time.sleep(2.0)
+            assert target.exists() and site.rows() == [], "read while its writer was paused"
+            handle.write(data[len(data) // 2 :])
+        wait_for(lambda: site.settled(1), "the stalled file filed", describe=site.describe)
+    (row,) = site.rows()
+    path = assert_filed(row, site, sha256_of_bytes(data))
+    assert path.read_bytes() == data
+
+
 def test_a_part_file_renamed_when_complete_is_filed_once(new_site, validation_jpegs):
     site = new_site()
     data = validation_jpegs["cats"][1].read_bytes()

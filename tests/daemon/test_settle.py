@@ -364,3 +364,66 @@ def test_next_check_is_the_soonest_of_all_files(tmp_path: Path, tracker: SettleT
     assert tracker.next_check(0.5) == 0.0
     assert tracker.poll(0.5) == [closed]
     assert tracker.next_check(0.8) == pytest.approx(0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# A writer that inotify saw and that has not closed the file yet
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_paused_writer_is_waited_for_until_its_close(tmp_path: Path) -> None:
+    tracker = SettleTracker(SETTLE, writer_timeout=30.0)
+    path = make_file(tmp_path)
+    tracker.note(path, 0.0, writing=True)
+    assert tracker.poll(0.0) == []
+    # Quiet for ten times the settle time, but the writer still has it open: not yet.
+    assert tracker.poll(10 * SETTLE) == []
+    assert tracker.next_check(10 * SETTLE) == pytest.approx(SETTLE / 4)
+    append(path)
+    tracker.note(path, 10.5, closed=True)
+    assert tracker.poll(10.5) == [path]
+
+
+def test_a_writer_that_never_closes_is_read_after_the_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker = SettleTracker(SETTLE, writer_timeout=30.0)
+    path = make_file(tmp_path)
+    tracker.note(path, 0.0, writing=True)
+    assert tracker.poll(0.0) == []
+    assert tracker.poll(29.9) == []
+    assert tracker.poll(30.0) == [path]
+    assert "still not closed" in caplog.text
+
+
+def test_written_again_after_its_close_the_file_waits_for_the_next_close(tmp_path: Path) -> None:
+    tracker = SettleTracker(SETTLE, writer_timeout=30.0)
+    path = make_file(tmp_path)
+    tracker.note(path, 0.0, writing=True)
+    tracker.note(path, 0.1, closed=True)
+    tracker.note(path, 0.2, writing=True)  # reopened before anyone looked
+    assert tracker.poll(0.3) == []
+    assert tracker.poll(0.3 + 2 * SETTLE) == []
+    tracker.note(path, 5.0, closed=True)
+    assert tracker.poll(5.0) == [path]
+
+
+def test_links_and_pipes_noted_as_written_need_only_settle(tmp_path: Path) -> None:
+    tracker = SettleTracker(SETTLE, writer_timeout=30.0)
+    link = tmp_path / "link.jpg"
+    link.symlink_to(tmp_path / "elsewhere.jpg")
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    for path in (link, pipe):
+        tracker.note(path, 0.0, writing=True)  # inotify: created, and never closed
+    assert tracker.poll(0.0) == []
+    assert sorted(tracker.poll(SETTLE)) == sorted([link, pipe])
+
+
+def test_without_a_write_event_quiet_time_is_enough(tmp_path: Path) -> None:
+    # Scans, rescans and the polling observer report no writes and no closes.
+    tracker = SettleTracker(SETTLE, writer_timeout=30.0)
+    path = make_file(tmp_path)
+    tracker.note(path, 0.0)
+    assert tracker.poll(0.0) == []
+    assert tracker.poll(SETTLE) == [path]

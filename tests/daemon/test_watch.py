@@ -241,14 +241,15 @@ def dispatched(event: FileSystemEvent) -> list[Arrival]:
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
-        (FileCreatedEvent("/in/a.jpg"), [Arrival(Path("/in/a.jpg"))]),
-        (FileModifiedEvent("/in/a.jpg"), [Arrival(Path("/in/a.jpg"))]),
+        # A write with no close yet: inotify will report the close when the writer is done.
+        (FileCreatedEvent("/in/a.jpg"), [Arrival(Path("/in/a.jpg"), writing=True)]),
+        (FileModifiedEvent("/in/a.jpg"), [Arrival(Path("/in/a.jpg"), writing=True)]),
         (FileClosedEvent("/in/a.jpg"), [Arrival(Path("/in/a.jpg"), closed=True)]),
         # A rename is atomic: what it brings in is complete.
         (FileMovedEvent("/in/a.jpg", "/in/b.jpg"), [Arrival(Path("/in/b.jpg"), closed=True)]),
         (DirCreatedEvent("/in/trip"), [Arrival(Path("/in/trip"), is_dir=True)]),
         (DirMovedEvent("/in/trip", "/in/trip2"), [Arrival(Path("/in/trip2"), is_dir=True)]),
-        (FileCreatedEvent(b"/in/caf\xc3\xa9.jpg"), [Arrival(Path("/in/café.jpg"))]),
+        (FileCreatedEvent(b"/in/caf\xc3\xa9.jpg"), [Arrival(Path("/in/café.jpg"), writing=True)]),
         (FileDeletedEvent("/in/a.jpg"), []),
         (DirDeletedEvent("/in/trip"), []),
         (DirModifiedEvent("/in"), []),
@@ -260,6 +261,13 @@ def dispatched(event: FileSystemEvent) -> list[Arrival]:
 )
 def test_handler_maps_events_to_arrivals(event: FileSystemEvent, expected: list[Arrival]) -> None:
     assert dispatched(event) == expected
+
+
+def test_with_polling_a_write_is_a_plain_arrival() -> None:
+    # The polling observer reports no closes: a write cannot wait for one.
+    arrivals: Arrivals = queue.SimpleQueue()
+    InboxHandler(arrivals, writes_end_with_close=False).dispatch(FileModifiedEvent("/in/a.jpg"))
+    assert arrivals.get_nowait() == Arrival(Path("/in/a.jpg"))
 
 
 def test_make_observer_picks_the_kind() -> None:
@@ -298,7 +306,9 @@ def observing(config: WatchConfig) -> Iterator[Start]:
     def start(root: Path) -> Arrivals:
         arrivals: Arrivals = queue.SimpleQueue()
         observer = make_observer(config)
-        observer.schedule(InboxHandler(arrivals), str(root), recursive=True)
+        # As the daemon wires it: only inotify reports closes, so only there a write waits for one.
+        handler = InboxHandler(arrivals, writes_end_with_close=not config.polling)
+        observer.schedule(handler, str(root), recursive=True)
         observers.append(observer)
         observer.start()
         return arrivals
@@ -349,20 +359,20 @@ def inbox(tmp_path: Path) -> Path:
     return root
 
 
-def test_new_file_arrives(observe: Start, inbox: Path) -> None:
+def test_new_file_arrives(observe: Start, kind: str, inbox: Path) -> None:
     arrivals = observe(inbox)
     path = touch(inbox / "cat.jpg")
-    seen = wait_for(arrivals, Arrival(path))
+    seen = wait_for(arrivals, Arrival(path, writing=kind == "native"))
     assert all(a.path == path and not a.is_dir for a in seen)
 
 
-def test_file_in_a_new_subfolder_arrives(observe: Start, inbox: Path) -> None:
+def test_file_in_a_new_subfolder_arrives(observe: Start, kind: str, inbox: Path) -> None:
     arrivals = observe(inbox)
     folder = inbox / "trip"
     folder.mkdir()
     wait_for(arrivals, Arrival(folder, is_dir=True))
     path = touch(folder / "cat.jpg")
-    wait_for(arrivals, Arrival(path))
+    wait_for(arrivals, Arrival(path, writing=kind == "native"))
 
 
 def test_closed_write_arrives_as_closed(observe_native: Start, inbox: Path) -> None:
@@ -373,8 +383,8 @@ def test_closed_write_arrives_as_closed(observe_native: Start, inbox: Path) -> N
         handle.flush()
         handle.write(b"second")
     seen = wait_for(arrivals, Arrival(path, closed=True))
-    # The creation came first, as a plain arrival.
-    assert seen[0] == Arrival(path)
+    # The creation came first, as a write still going on.
+    assert seen[0] == Arrival(path, writing=True)
     assert all(a.path == path for a in seen)
 
 
@@ -401,8 +411,8 @@ def test_moving_files_and_folders_out_brings_no_arrival(
     gone.rename(tmp_path / "elsewhere" / "gone.jpg")
     trip.rename(tmp_path / "elsewhere" / "trip")
     marker = touch(inbox / "marker.jpg")
-    seen = wait_for(arrivals, Arrival(marker))
-    assert seen == [Arrival(marker)], seen
+    seen = wait_for(arrivals, Arrival(marker, writing=True))
+    assert seen == [Arrival(marker, writing=True)], seen
 
 
 def test_file_renamed_inside_arrives_under_its_new_name(observe: Start, inbox: Path) -> None:
@@ -463,5 +473,5 @@ def test_deleting_a_file_brings_no_arrival(observe_native: Start, inbox: Path) -
     doomed.unlink()
     # A later, unrelated file is the marker that the deletion has been seen and dropped.
     marker = touch(inbox / "marker.jpg")
-    seen = wait_for(arrivals, Arrival(marker))
+    seen = wait_for(arrivals, Arrival(marker, writing=True))
     assert doomed not in {a.path for a in seen}
