@@ -15,8 +15,8 @@ import numpy as np
 class Arrival:
     """A path the watcher or a scan saw; `closed` means a writer closed it after writing.
 
-    `writing` means inotify saw it written and a close will follow; `delay` holds a retry back
-    (seconds) after a transient error such as a busy file.
+    `writing` means inotify saw it written (a modify event), so its writer's close is still to
+    come; `delay` holds a retry back (seconds) after a transient error such as a busy file.
     """
 
     path: Path

@@ -26,7 +26,7 @@ from inboxsort.daemon.notify import Notifier
 from inboxsort.daemon.own_filings import OwnFilings
 from inboxsort.daemon.records import Arrival
 from inboxsort.daemon.serving import Server, share_cores, warm_up
-from inboxsort.daemon.watch import InboxHandler, make_observer
+from inboxsort.daemon.watch import InboxHandler, make_observer, uses_inotify
 from inboxsort.db import (
     DAEMON_RUNNING,
     DAEMON_STARTING,
@@ -124,7 +124,7 @@ class Daemon:
             self._threads.append(thread)
         if not self.once:
             observer = make_observer(self.config.watch)
-            inotify = not self.config.watch.polling
+            inotify = uses_inotify(self.config.watch)
             handler = InboxHandler(
                 self.intake.arrivals, moves_are_complete=inotify, writes_end_with_close=inotify
             )

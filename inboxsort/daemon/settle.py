@@ -102,7 +102,7 @@ class SettleTracker:
         if quiet < self.settle_seconds:
             return False
         if not entry.writing or not stat.S_ISREG(st.st_mode):
-            return True  # symlinks and FIFOs are created, never written
+            return True  # only a regular file has a writer to wait for
         if quiet < self.writer_timeout:
             return False
         log.warning(

@@ -61,13 +61,20 @@ class InboxHandler(FileSystemEventHandler):
         # Only inotify reports real renames; the polling observer infers "moves" from inode
         # numbers, and a deleted file's inode reused by a new upload looks like one.
         self.moves_are_complete = moves_are_complete
-        # Only inotify reports closes: there, a write with no close yet is a writer still at it.
+        # Only inotify reports closes: there, a write with no close yet is a writer still at it
+        # (FSEvents, kqueue, Windows and polling never report one).
         self.writes_end_with_close = writes_end_with_close
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         """Enqueue the path an event brings into view."""
-        if isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-            self.arrivals.put(Arrival(_as_path(event.src_path), writing=self.writes_end_with_close))
+        if isinstance(event, FileCreatedEvent):
+            # Not a sign of a writer: hard links and the files of a folder moved or copied in
+            # arrive as creations that no close follows.
+            self.arrivals.put(Arrival(_as_path(event.src_path)))
+        elif isinstance(event, FileModifiedEvent):
+            # IN_MODIFY comes only from a write: its writer's close is reported in turn.
+            writing = self.writes_end_with_close and not event.is_synthetic
+            self.arrivals.put(Arrival(_as_path(event.src_path), writing=writing))
         elif isinstance(event, FileClosedEvent):
             self.arrivals.put(Arrival(_as_path(event.src_path), closed=True))
         elif isinstance(event, FileMovedEvent):
@@ -84,11 +91,16 @@ class InboxHandler(FileSystemEventHandler):
                 self.arrivals.put(Arrival(_as_path(target), is_dir=True))
 
 
+def uses_inotify(config: WatchConfig) -> bool:
+    """Whether make_observer(config) uses inotify, the one that reports renames and closes."""
+    return not config.polling and sys.platform.startswith("linux")
+
+
 def make_observer(config: WatchConfig) -> Any:
     """An inotify observer, or a polling one for network shares where inotify is silent."""
     if config.polling:
         return PollingObserver(timeout=config.poll_interval_seconds)
-    if sys.platform.startswith("linux"):
+    if uses_inotify(config):
         from watchdog.observers.inotify import InotifyObserver
 
         # Full events: a file renamed in from outside the watched tree arrives as a move
