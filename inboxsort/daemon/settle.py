@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 Stat = Callable[[Path], os.stat_result]
 
@@ -101,7 +101,7 @@ class SettleTracker:
     def _quiet_enough(self, path: Path, entry: _Watched, st: os.stat_result, quiet: float) -> bool:
         if quiet < self.settle_seconds:
             return False
-        if not entry.writing or not stat.S_ISREG(st.st_mode):
+        if not entry.writing or not S_ISREG(st.st_mode):
             return True  # only a regular file has a writer to wait for
         if quiet < self.writer_timeout:
             return False
