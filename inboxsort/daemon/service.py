@@ -124,9 +124,10 @@ class Daemon:
             self._threads.append(thread)
         if not self.once:
             observer = make_observer(self.config.watch)
-            inotify = uses_inotify(self.config.watch)
             handler = InboxHandler(
-                self.intake.arrivals, moves_are_complete=inotify, writes_end_with_close=inotify
+                self.intake.arrivals,
+                moves_are_complete=not self.config.watch.polling,
+                writes_end_with_close=uses_inotify(self.config.watch),
             )
             self._observer = observer
             observer.schedule(
