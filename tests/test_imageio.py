@@ -26,7 +26,7 @@ from imagegen import (
 from PIL import Image, ImageFile
 
 from inboxsort.errors import BadImage
-from inboxsort.imageio import MAX_PIXELS, decode_image, load_image, read_bytes
+from inboxsort.imageio import MAX_PIXELS, decode_image, draft_box, load_image, read_bytes
 from inboxsort.trainer.dataset import Sample, load_arrays
 
 SIZE = 160
@@ -53,8 +53,28 @@ def real_jpeg(dataset_root: Path) -> Path:
 
 
 def test_real_rgb_jpeg_at_several_sizes(real_jpeg):
-    for size in (64, 160, 224, 600):  # 64 and 160 decode in draft (reduced-scale) mode
+    for size in (64, 160, 224, 600):  # all but 600 decode in draft (reduced-scale) mode
         assert_rgb_uint8(load_image(real_jpeg, size), size)
+
+
+@pytest.mark.parametrize(
+    ("source", "size", "decoded"),
+    [
+        ((500, 374), 224, (250, 187)),  # the dataset's photos: half scale, 187 >= 168
+        ((4032, 3024), 224, (504, 378)),  # a 12 MP phone photo: an eighth
+        ((300, 300), 224, (300, 300)),  # half would be 150 < 168: no reduction
+        ((500, 374), 64, (125, 94)),  # a quarter; an eighth would leave 47 < 48
+    ],
+)
+def test_jpeg_draft_decodes_at_the_smallest_scale_keeping_three_quarters(
+    tmp_path, source, size, decoded
+):
+    path = save(Image.new("RGB", source, (90, 120, 150)), tmp_path / "a.jpg", quality=80)
+    image = Image.open(path)
+    image.draft("RGB", draft_box(size))
+    assert image.size == decoded
+    assert min(image.size) >= 0.75 * size
+    assert_rgb_uint8(load_image(path, size), size)
 
 
 def test_rgb_jpeg_keeps_its_color(tmp_path):
