@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-learning bench-size clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,10 +56,14 @@ model-160: install
 		--export build/model-160 2>&1 | tee build/model-160.log
 	grep -v -e '━' -e '\[1m' build/model-160.log > bench/results/model-160.log || true
 
-bench: bench-daemon bench-learning bench-size
+bench: bench-daemon bench-learning bench-size bench-decode
 
 bench-size: install
 	$(BIN)/python bench/image_size.py
+
+# The shared loader's CPU per image, with its JPEG draft rule and with the one it replaced.
+bench-decode: install
+	$(BIN)/python bench/decode.py --data $(DATA)/validation | tee bench/results/decode.txt
 
 bench-daemon: install
 	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt
