@@ -63,7 +63,8 @@ bench-size: install
 
 # The shared loader's CPU per image, with its JPEG draft rule and with the one it replaced.
 bench-decode: install
-	$(BIN)/python bench/decode.py --data $(DATA)/validation | tee bench/results/decode.txt
+	$(BIN)/python bench/decode.py --data $(DATA)/validation --labels inboxsort/builtin_model \
+		| tee bench/results/decode.txt
 
 bench-daemon: install
 	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt

@@ -64,9 +64,10 @@ def test_real_rgb_jpeg_at_several_sizes(real_jpeg):
         ((4032, 3024), 224, (504, 378)),  # a 12 MP phone photo: an eighth
         ((300, 300), 224, (300, 300)),  # half would be 150 < 168: no reduction
         ((500, 374), 64, (125, 94)),  # a quarter; an eighth would leave 47 < 48
+        ((500, 338), 226, (500, 338)),  # 3/4 of 226 is 169.5: half (169) would be too small
     ],
 )
-def test_jpeg_draft_decodes_at_the_smallest_scale_keeping_three_quarters(
+def test_jpeg_draft_decodes_at_a_reduced_scale_keeping_three_quarters(
     tmp_path, source, size, decoded
 ):
     path = save(Image.new("RGB", source, (90, 120, 150)), tmp_path / "a.jpg", quality=80)
@@ -75,6 +76,29 @@ def test_jpeg_draft_decodes_at_the_smallest_scale_keeping_three_quarters(
     assert image.size == decoded
     assert min(image.size) >= 0.75 * size
     assert_rgb_uint8(load_image(path, size), size)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO"])
+def test_the_loader_decodes_jpeg_and_mpo_through_draft_box(tmp_path, fmt):
+    # MPO is what many phone cameras write: a JPEG whose first frame is the photo.
+    frames = [noise((1000, 750), seed=1), noise((1000, 750), seed=2)]
+    path = tmp_path / f"photo.{fmt.lower()}"
+    more = {"save_all": True, "append_images": frames[1:]} if fmt == "MPO" else {}
+    frames[0].save(path, format=fmt, quality=90, **more)
+    assert Image.open(path).format == fmt
+
+    def resized(image: Image.Image) -> np.ndarray:
+        image.load()
+        assert image.mode == "RGB"
+        return np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR))
+
+    drafted = Image.open(path)
+    drafted.draft("RGB", draft_box(224))
+    assert drafted.size == (250, 188)  # a quarter: 188 >= 168
+    full = resized(Image.open(path))
+    expected = resized(drafted)
+    assert not np.array_equal(expected, full)  # the two ways give different pixels
+    assert np.array_equal(load_image(path, 224), expected)
 
 
 def test_rgb_jpeg_keeps_its_color(tmp_path):
