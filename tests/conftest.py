@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from imagegen import copy_first_images
 
+from inboxsort.db import Database, open_database
+
 # Before anything imports TensorFlow: read the ImageNet weights from the shared offline cache
 # ($KERAS_HOME/models) and keep TensorFlow's C++ logging down.
 TESTS_DIR = Path(__file__).resolve().parent
@@ -79,6 +81,19 @@ def no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
             f"{THREAD_GRACE_SECONDS:.0f} s after it ended: {names}",
             pytrace=False,
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Database
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A fresh SQLite file under tmp_path, migrated."""
+    database = open_database(f"sqlite:///{tmp_path / 'inboxsort.db'}")
+    yield database
+    database.close()
 
 
 # --------------------------------------------------------------------------------------------

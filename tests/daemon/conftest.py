@@ -18,15 +18,6 @@ from filedrows import CLASSES
 
 from inboxsort.config import PathsConfig
 from inboxsort.daemon.filing import REVIEW_FOLDER
-from inboxsort.db import Database, open_database
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    """A fresh SQLite file under tmp_path, migrated."""
-    database = open_database(f"sqlite:///{tmp_path / 'inboxsort.db'}")
-    yield database
-    database.close()
 
 
 @pytest.fixture

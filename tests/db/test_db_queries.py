@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +22,6 @@ from inboxsort.db import (
     Database,
     Image,
     ModelVersion,
-    open_database,
     utcnow,
 )
 from inboxsort.db.queries import (
@@ -41,13 +39,6 @@ from inboxsort.db.queries import (
 )
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'q.db'}")
-    yield database
-    database.close()
 
 
 @pytest.fixture

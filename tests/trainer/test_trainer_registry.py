@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from inboxsort.db import Database, open_database
+from inboxsort.db import open_database
 from inboxsort.errors import ModelError
 from inboxsort.imageio import load_image
 from inboxsort.trainer.artifact import BUILTIN, BUILTIN_DIR, load_classifier, read_card
@@ -31,13 +30,6 @@ def small_model() -> Any:
 @pytest.fixture(scope="module")
 def model() -> Any:
     return small_model()
-
-
-@pytest.fixture
-def db(tmp_path) -> Iterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    yield database
-    database.close()
 
 
 @pytest.fixture
