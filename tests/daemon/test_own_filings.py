@@ -66,13 +66,19 @@ def sql_count(db: Database) -> list[str]:
     return seen
 
 
+def filed_and_noted(db: Database, own: OwnFilings, path: Path, label: str) -> int:
+    """A filed row at path, and the filer's note for it, as the daemon leaves both."""
+    image = file_image(db, path, label)
+    st = path.stat()
+    own.add(path, device=st.st_dev, inode=st.st_ino)
+    return image
+
+
 def test_the_daemons_own_filing_is_skipped_without_asking_the_database(db, library):
     own = OwnFilings()
     tracker = LibraryTracker(db, library=library, classes=CLASSES, own=own)
     path = library / "cats" / "a.jpg"
-    image = file_image(db, path, "cats")
-    st = path.stat()
-    own.add(path, device=st.st_dev, inode=st.st_ino)
+    image = filed_and_noted(db, own, path, "cats")
 
     seen = sql_count(db)
     tracker.handle(LibraryEvent(CREATED, path), 0.0)
@@ -88,9 +94,7 @@ def test_a_user_moving_the_file_back_later_is_still_a_correction(db, library):
     own = OwnFilings()
     tracker = LibraryTracker(db, library=library, classes=CLASSES, own=own)
     cats, dogs = library / "cats" / "a.jpg", library / "dogs" / "a.jpg"
-    image = file_image(db, cats, "cats")
-    st = cats.stat()
-    own.add(cats, device=st.st_dev, inode=st.st_ino)
+    image = filed_and_noted(db, own, cats, "cats")
     tracker.handle(LibraryEvent(CREATED, cats), 0.0)  # the daemon's own move: taken here
 
     cats.rename(dogs)
@@ -140,9 +144,7 @@ def test_a_file_moved_on_before_its_event_was_read_drops_its_note(db, library):
     own = OwnFilings()
     tracker = LibraryTracker(db, library=library, classes=CLASSES, own=own)
     cats, dogs = library / "cats" / "d.jpg", library / "dogs" / "d.jpg"
-    image = file_image(db, cats, "cats")
-    st = cats.stat()
-    own.add(cats, device=st.st_dev, inode=st.st_ino)
+    image = filed_and_noted(db, own, cats, "cats")
     cats.rename(dogs)
     tracker.handle(LibraryEvent(CREATED, dogs), 0.0)
     dogs.rename(cats)  # and back, within the note's lifetime
