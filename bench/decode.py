@@ -60,24 +60,18 @@ def pixels(files: list[Path], size: int, rule: Rule) -> np.ndarray:
 def compare_labels(files: list[Path], model_dir: Path) -> str:
     """A model's labels and accuracy on the files loaded under each rule, as one line."""
     from inboxsort.trainer.artifact import load_classifier
+    from inboxsort.trainer.evaluate import predict_all
 
     classifier = load_classifier(model_dir, version=0)
-    truth = [path.parent.name for path in files]
-    found = {}
-    for rule in (twice, imageio.draft_box):
-        x = pixels(files, classifier.image_size, rule)
-        found[rule] = [
-            p.label for i in range(0, len(x), 32) for p in classifier.predict(x[i : i + 32])
-        ]
-    old, new = found[twice], found[imageio.draft_box]
-    same = sum(a == b for a, b in zip(old, new, strict=True))
-
-    def accuracy(labels: list[str]) -> float:
-        return sum(a == b for a, b in zip(labels, truth, strict=True)) / len(files)
-
+    truth = np.array([classifier.classes.index(path.parent.name) for path in files])
+    old, new = (
+        predict_all(classifier, pixels(files, classifier.image_size, rule)).argmax(axis=1)
+        for rule in (twice, imageio.draft_box)
+    )
     return (
-        f"model {model_dir}: the same label for {same} of {len(files)} images under both rules; "
-        f"accuracy {accuracy(new):.4f} shipped rule, {accuracy(old):.4f} before"
+        f"model {model_dir}: the same label for {int((old == new).sum())} of {len(files)} images "
+        f"under both rules; accuracy {(new == truth).mean():.4f} shipped rule, "
+        f"{(old == truth).mean():.4f} before"
     )
 
 
