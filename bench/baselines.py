@@ -62,8 +62,8 @@ class Arrays:
 def decode_all(files: list[tuple[Path, str]]) -> Arrays:
     """Load the shipped model and decode every file with the shared loader."""
     from inboxsort.imageio import load_image
-    from inboxsort.trainer.artifact import load_classifier
-    from inboxsort.trainer.registry import BUILTIN, BUILTIN_DIR
+    from inboxsort.model.artifact import load_classifier
+    from inboxsort.model.registry import BUILTIN, BUILTIN_DIR
 
     classifier = load_classifier(BUILTIN_DIR, version=BUILTIN)
     start = time.process_time()
@@ -116,7 +116,7 @@ def naive(files: list[tuple[Path, str]], root: Path) -> dict[str, Any]:
     import keras
     from PIL import Image
 
-    from inboxsort.trainer.registry import BUILTIN_DIR
+    from inboxsort.model.registry import BUILTIN_DIR
 
     model = keras.saving.load_model(BUILTIN_DIR / "model.keras", compile=False)
     size = model.input_shape[1]
@@ -135,7 +135,7 @@ def naive(files: list[tuple[Path, str]], root: Path) -> dict[str, Any]:
 
 def main() -> int:
     """The child process of model_only_split: split the cores, measure, print JSON."""
-    from inboxsort.daemon.serving import share_cores
+    from inboxsort.intake.inference import share_cores
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="folder of class folders")

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
-# "2026-11-29 08:42:13,123 INFO inboxsort.daemon.serving: batch of 3 in 41 ms: ..."
+# "2026-11-29 08:42:13,123 INFO inboxsort.intake.inference: batch of 3 in 41 ms: ..."
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
 _BATCH = re.compile(r"^batch of (\d+) in (\d+) ms")
 
@@ -96,7 +96,7 @@ def batches(lines: list[LogLine]) -> list[tuple[float, int, float]]:
     """(time logged, images, milliseconds) of every "batch of N in X ms" line."""
     found = []
     for line in lines:
-        m = _BATCH.match(line.message) if line.name == "inboxsort.daemon.serving" else None
+        m = _BATCH.match(line.message) if line.name == "inboxsort.intake.inference" else None
         if m:
             found.append((line.at, int(m[1]), float(m[2])))
     return found

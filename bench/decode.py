@@ -59,13 +59,12 @@ def pixels(files: list[Path], size: int, rule: Rule) -> np.ndarray:
 
 def compare_labels(files: list[Path], model_dir: Path) -> str:
     """A model's labels and accuracy on the files loaded under each rule, as one line."""
-    from inboxsort.trainer.artifact import load_classifier
-    from inboxsort.trainer.evaluate import predict_all
+    from inboxsort.model.artifact import load_classifier
 
     classifier = load_classifier(model_dir, version=0)
     truth = np.array([classifier.classes.index(path.parent.name) for path in files])
     old, new = (
-        predict_all(classifier, pixels(files, classifier.image_size, rule)).argmax(axis=1)
+        classifier.predict_all(pixels(files, classifier.image_size, rule)).argmax(axis=1)
         for rule in (twice, imageio.draft_box)
     )
     return (

@@ -52,12 +52,12 @@ from bench.benchkit import (  # noqa: E402
 
 os.environ.update(offline_env())  # before TensorFlow is imported: offline ImageNet weights
 
-from inboxsort.classifier import Classifier  # noqa: E402
 from inboxsort.config import load_config  # noqa: E402
 from inboxsort.db import open_database  # noqa: E402
+from inboxsort.model.classifier import Classifier  # noqa: E402
+from inboxsort.model.registry import ModelStore  # noqa: E402
 from inboxsort.trainer.dataset import Sample, Splits, discover, load_arrays  # noqa: E402
 from inboxsort.trainer.evaluate import evaluate_arrays  # noqa: E402
-from inboxsort.trainer.registry import ModelStore  # noqa: E402
 from inboxsort.trainer.train import TrainOptions, train_on  # noqa: E402
 
 CHUNK = 32  # images dropped at once while the user corrects

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import errno
 import io
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from inboxsort.errors import BadImage
+from inboxsort.files import is_transient
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
-)
-
-# Errors that say "try again later" (a file still locked, a full disk, an NFS hiccup) rather
-# than "this file is bad": the daemon retries these instead of moving the file to failed/.
-TRANSIENT_ERRNOS = frozenset(
-    {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ENOSPC, errno.EDQUOT, errno.ESTALE, errno.EIO}
 )
 
 # Pillow's own limit (about 89 megapixels) is a warning at 1x and an error at 2x; we make the
@@ -54,10 +51,9 @@ def draft_box(size: int) -> tuple[int, int]:
     """The size to ask JPEG draft mode for: each decoded side stays at least 3/4 of `size`."""
     # libjpeg then decodes at 1/2, 1/4 or 1/8 scale inside the inverse DCT, where each side
     # stays at least this box. The resize after decoding is most of the loader's time, and it
-    # costs in proportion to the pixels it reads: over the 1000 validation photos, 607 of
-    # which now decode at half scale, the loader takes 1.0 ms instead of 1.5 (bench/decode.py).
-    # A side is stretched by at most 4/3 back to `size`; the shipped model is trained on
-    # pixels loaded this way (README, Results).
+    # costs in proportion to the pixels it reads (README, Results: bench-decode). A side is
+    # stretched by at most 4/3 back to `size`; the shipped model is trained on pixels loaded
+    # this way.
     side = -(-size * 3 // 4)
     return side, side
 
@@ -116,7 +112,35 @@ def load_image(path: Path, size: int) -> np.ndarray:
     try:
         data = read_bytes(path)
     except OSError as exc:
-        if exc.errno in TRANSIENT_ERRNOS:
+        if is_transient(exc):
             raise
         raise BadImage(f"cannot read: {exc.strerror or exc}") from None
     return decode_image(data, size)
+
+
+@dataclass(frozen=True)
+class LoadedImages:
+    """Many files through load_image: the pixels of those that loaded, and why the rest did not."""
+
+    pixels: np.ndarray  # (len(loaded), size, size, 3) uint8
+    loaded: tuple[int, ...]  # indices into the paths given, in order
+    errors: tuple[tuple[int, str], ...]  # (index, reason) for each file that did not load
+
+
+def load_many(paths: Sequence[Path], size: int, *, workers: int = 2) -> LoadedImages:
+    """Load files on `workers` threads (Pillow releases the GIL); bad files are reasons."""
+
+    def one(path: Path) -> np.ndarray | str:
+        try:
+            return load_image(path, size)
+        except (BadImage, OSError) as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, paths))
+    loaded = tuple(i for i, r in enumerate(results) if not isinstance(r, str))
+    pixels = np.zeros((len(loaded), size, size, 3), dtype=np.uint8)
+    for row, index in enumerate(loaded):
+        pixels[row] = results[index]
+    errors = tuple((i, r) for i, r in enumerate(results) if isinstance(r, str))
+    return LoadedImages(pixels, loaded, errors)

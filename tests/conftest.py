@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from imagegen import copy_first_images
 
+from inboxsort.config import PathsConfig
 from inboxsort.db import Database, open_database
+from inboxsort.intake.filing import REVIEW_FOLDER
+from tests.helpers.filedrows import CLASSES
+from tests.helpers.imagegen import copy_first_images
 
 # Before anything imports TensorFlow: read the ImageNet weights from the shared offline cache
 # ($KERAS_HOME/models) and keep TensorFlow's C++ logging down.
@@ -135,7 +138,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pat
     1 frozen-base epoch + 1 fine-tune epoch on tiny_data: about 20-30 s on 2 cores. Classes are
     ("cats", "dogs"). Shared: copy the folder before changing anything in it.
     """
-    from inboxsort.trainer.artifact import write_version_folder
+    from inboxsort.model.artifact import write_version_folder
     from inboxsort.trainer.train import TrainOptions, train
 
     options = TrainOptions(image_size=TINY_IMAGE_SIZE, epochs=1, fine_tune_epochs=1, verbose=0)
@@ -260,3 +263,26 @@ def run_cli(tmp_path_factory: pytest.TempPathFactory, cli_env: dict[str, str]) -
         )
 
     return run
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> PathsConfig:
+    """The daemon's folders under tmp_path, each class folder and _review included."""
+    paths = PathsConfig(
+        inbox=tmp_path / "inbox",
+        library=tmp_path / "library",
+        failed=tmp_path / "failed",
+        models=tmp_path / "models",
+        duplicates=tmp_path / "duplicates",
+    )
+    for folder in (paths.inbox, paths.failed, paths.duplicates):
+        folder.mkdir(parents=True)
+    for name in (*CLASSES, REVIEW_FOLDER):
+        (paths.library / name).mkdir(parents=True)
+    return paths
+
+
+@pytest.fixture
+def library(paths: PathsConfig) -> Path:
+    """The library folder of `paths`."""
+    return paths.library

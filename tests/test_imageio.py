@@ -10,7 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import (
+from PIL import Image, ImageFile
+
+from inboxsort.errors import BadImage
+from inboxsort.imageio import MAX_PIXELS, decode_image, draft_box, load_image, read_bytes
+from inboxsort.trainer.dataset import Sample, load_arrays
+from tests.helpers.imagegen import (
     BLUE,
     GREEN,
     HTML_BYTES,
@@ -23,11 +28,6 @@ from imagegen import (
     random_bytes,
     save,
 )
-from PIL import Image, ImageFile
-
-from inboxsort.errors import BadImage
-from inboxsort.imageio import MAX_PIXELS, decode_image, draft_box, load_image, read_bytes
-from inboxsort.trainer.dataset import Sample, load_arrays
 
 SIZE = 160
 

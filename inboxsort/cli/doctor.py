@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from inboxsort.config import Config
 
 if TYPE_CHECKING:
-    from inboxsort.checks import Check
+    from inboxsort.service.checks import Check
 
 
 def add_commands(sub: Any) -> None:
@@ -28,7 +28,7 @@ def format_check(check: Check) -> str:
 
 def cmd_doctor(config: Config, args: argparse.Namespace) -> int:
     """Print each check; exit 1 if any failed (warnings do not count)."""
-    from inboxsort.checks import doctor_checks, failures
+    from inboxsort.service.checks import doctor_checks, failures
 
     checks = doctor_checks(config)
     for check in checks:

@@ -5,33 +5,28 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from inboxsort.cli.common import open_store, parse_time
 from inboxsort.config import Config
-from inboxsort.errors import BadImage, ConfigError, InboxsortError
+from inboxsort.errors import ConfigError, InboxsortError
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_BATCH = 32  # images per predict_on_batch call: bounded memory, one graph call per batch
+if TYPE_CHECKING:
+    from inboxsort.db import Database, Image
+    from inboxsort.model.classifier import Classifier
+    from inboxsort.model.registry import ModelStore
+
+# Filed images decoded at once by reclassify: bounds its memory on a large library.
+_CHUNK = 256
 
 
 def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
-    """`2h`, `7d`, `30m`, `1w` ago, or an ISO date/time (local time unless it has a zone)."""
-    now = now or dt.datetime.now(dt.UTC)
-    match = _RELATIVE.match(text)
-    if match:
-        return now - dt.timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    """The --since value in UTC: `2h`, `7d`, `1.5h` ago, or an ISO date or date and time."""
     try:
-        when = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO date (2024-05-01, 2024-05-01T14:00) "
-            "nor a relative time (30m, 2h, 7d, 1w)"
-        ) from None
-    # A date the user types means their own wall clock; astimezone() reads a naive value so.
-    return when.astimezone(dt.UTC)
+        return parse_time(text, now=now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_commands(sub: Any) -> None:
@@ -54,7 +49,7 @@ def add_commands(sub: Any) -> None:
     reclassify.set_defaults(handler=cmd_reclassify)
 
 
-def _classes(store: Any) -> list[str]:
+def _classes(store: ModelStore) -> list[str]:
     """The active model's classes from its card, without loading TensorFlow."""
     classes = store.info(store.active_version()).classes
     if not classes:
@@ -64,9 +59,9 @@ def _classes(store: Any) -> list[str]:
 
 def cmd_label(config: Config, args: argparse.Namespace) -> int:
     """Record the user's label for one filed image and move it to library/<CLASS>/."""
-    from inboxsort.cli.models import open_store
     from inboxsort.db import SOURCE_LABEL
-    from inboxsort.labels import check_class, relabel
+    from inboxsort.layout import check_class
+    from inboxsort.library.relabel import relabel
 
     store = open_store(config)
     classes = _classes(store)
@@ -89,50 +84,43 @@ def cmd_label(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _candidates(db: Any, since: dt.datetime | None) -> list[Any]:
+def _candidates(db: Database, since: dt.datetime | None) -> list[Image]:
     """Filed images (optionally filed since `since`) that no user has corrected."""
-    from sqlalchemy import exists, func, select
+    from inboxsort.db.queries import uncorrected_filed
 
-    from inboxsort.db import SOURCE_RECLASSIFY, STATUS_FILED, Correction, Image
-
-    # The user's word beats the model: any correction but an earlier reclassify excludes.
-    corrected = exists().where(
-        Correction.image_id == Image.id, Correction.source != SOURCE_RECLASSIFY
-    )
-    stmt = select(Image).where(Image.status == STATUS_FILED, ~corrected).order_by(Image.id)
-    if since is not None:
-        stmt = stmt.where(func.coalesce(Image.filed_at, Image.received_at) >= since)
     with db.session() as session:
-        return list(session.scalars(stmt))
+        return uncorrected_filed(session, since=since)
 
 
 def cmd_reclassify(config: Config, args: argparse.Namespace) -> int:
     """Classify filed images with the active model; report label changes, move them with --apply."""
-    import numpy as np
-
-    from inboxsort.cli.models import open_store, require_model
-    from inboxsort.db import SOURCE_RECLASSIFY
-    from inboxsort.imageio import load_image
-    from inboxsort.labels import relabel
+    from inboxsort.model.registry import require_model
 
     store = open_store(config)
     classifier = require_model(store)
-    classes = list(classifier.classes)
     rows = _candidates(store.db, args.since)
+    changes, unreadable = _changes(classifier, rows, review_below=config.filing.review_below)
+    failed = _apply(config, store.db, classifier, changes) if args.apply else 0
+    _report(args, classifier.version, len(rows), changes, unreadable)
+    return 1 if failed else 0
+
+
+def _changes(
+    classifier: Classifier, rows: list[Image], *, review_below: float
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The rows whose label the classifier changes, and the files it could not read."""
+    from inboxsort.imageio import load_many
+
     changes: list[dict[str, Any]] = []
     unreadable: list[dict[str, str]] = []
-    review_below = config.filing.review_below
-    for start in range(0, len(rows), _BATCH):
-        pixels, batch = [], []
-        for row in rows[start : start + _BATCH]:
-            try:
-                pixels.append(load_image(Path(row.path), classifier.image_size))
-                batch.append(row)
-            except (BadImage, OSError) as exc:
-                unreadable.append({"path": row.path, "error": str(exc)})
-        if not pixels:
-            continue
-        for row, pred in zip(batch, classifier.predict(np.stack(pixels)), strict=True):
+    # Chunks bound the decoded pixels held at once; predict_all batches within each chunk.
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        loaded = load_many([Path(r.path) for r in chunk], classifier.image_size)
+        unreadable += [{"path": chunk[i].path, "error": why} for i, why in loaded.errors]
+        predictions = classifier.to_predictions(classifier.predict_all(loaded.pixels))
+        for index, pred in zip(loaded.loaded, predictions, strict=True):
+            row = chunk[index]
             if pred.label == row.label:
                 continue
             changes.append(
@@ -146,28 +134,36 @@ def cmd_reclassify(config: Config, args: argparse.Namespace) -> int:
                     "unsure": pred.score < review_below,
                 }
             )
+    return changes, unreadable
+
+
+def _apply(
+    config: Config, db: Database, classifier: Classifier, changes: list[dict[str, Any]]
+) -> int:
+    """Move each sure change to its new class folder; returns how many could not be moved."""
+    from inboxsort.db import SOURCE_RECLASSIFY
+    from inboxsort.library.relabel import relabel
+
     failed = 0
-    if args.apply:
-        for change in changes:
-            if change["unsure"]:
-                continue
-            try:
-                done = relabel(
-                    store.db,
-                    image_path=Path(change["path"]),
-                    new_label=change["new_label"],
-                    source=SOURCE_RECLASSIFY,
-                    library=config.paths.library,
-                    classes=classes,
-                    score=change["score"],
-                    model_version=classifier.version,
-                )
-                change["new_path"] = str(done.new_path)
-            except InboxsortError as exc:  # one image that moved meanwhile must not stop all
-                change["error"] = str(exc)
-                failed += 1
-    _report(args, classifier.version, len(rows), changes, unreadable)
-    return 1 if failed else 0
+    for change in changes:
+        if change["unsure"]:
+            continue
+        try:
+            done = relabel(
+                db,
+                image_path=Path(change["path"]),
+                new_label=change["new_label"],
+                source=SOURCE_RECLASSIFY,
+                library=config.paths.library,
+                classes=list(classifier.classes),
+                score=change["score"],
+                model_version=classifier.version,
+            )
+            change["new_path"] = str(done.new_path)
+        except InboxsortError as exc:  # one image that moved meanwhile must not stop all
+            change["error"] = str(exc)
+            failed += 1
+    return failed
 
 
 def _report(

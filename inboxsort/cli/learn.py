@@ -26,7 +26,7 @@ def add_commands(sub: Any) -> None:
 
 def cmd_retrain(config: Config, args: argparse.Namespace) -> int:
     """Run one retrain attempt and report it."""
-    from inboxsort.trainer.retrain import describe_outcome, retrain
+    from inboxsort.trainer.retrain.run import describe_outcome, retrain
 
     outcome = retrain(config, force=args.force)
     if args.json:

@@ -8,16 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from inboxsort.cli.common import open_store
 from inboxsort.config import Config
-from inboxsort.errors import BadImage, ConfigError, ModelError
-
-
-def open_store(config: Config) -> Any:
-    """The model registry on the configured database and models folder."""
-    from inboxsort.db import open_database
-    from inboxsort.trainer.registry import ModelStore
-
-    return ModelStore(config.paths.models, open_database(config.database.url))
+from inboxsort.errors import ConfigError
 
 
 def add_commands(sub: Any) -> None:
@@ -83,7 +76,7 @@ def _train_options(config: Config, args: argparse.Namespace) -> Any:
 
 def cmd_train(config: Config, args: argparse.Namespace) -> int:
     """Train a model; register it (or export it to a folder)."""
-    from inboxsort.trainer.artifact import write_version_folder
+    from inboxsort.model.artifact import write_version_folder
     from inboxsort.trainer.train import summary_table, train
 
     data = args.data or config.train.data
@@ -108,13 +101,13 @@ def cmd_train(config: Config, args: argparse.Namespace) -> int:
 def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
     """Accuracy, per-class figures and errors of a model on DIR/<class>/ images."""
     from inboxsort.trainer.dataset import discover_flat, load_arrays
-    from inboxsort.trainer.evaluate import predict_all, score
+    from inboxsort.trainer.evaluate import score
 
     classifier = open_store(config).load(args.model)
     samples = discover_flat(args.data, classifier.classes)
     x, y, skipped = load_arrays(samples, image_size=classifier.image_size)
     kept = [s for s in samples if s.path not in {p for p, _ in skipped}]
-    probs = predict_all(classifier, x)
+    probs = classifier.predict_all(x)
     result = score(probs, y, classifier.classes)
     errors = [
         {
@@ -154,25 +147,18 @@ def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_classify(config: Config, args: argparse.Namespace) -> int:
     """Label and score for each file, without moving anything."""
-    import numpy as np
-
-    from inboxsort.imageio import load_image
+    from inboxsort.imageio import load_many
 
     classifier = open_store(config).load(args.model)
-    rows: list[dict[str, Any]] = []
-    pixels, where = [], []
-    for path in args.files:
-        try:
-            pixels.append(load_image(path, classifier.image_size))
-            where.append(len(rows))
-            rows.append({"path": str(path)})
-        except (BadImage, OSError) as exc:
-            rows.append({"path": str(path), "error": str(exc)})
-    if pixels:
-        for index, pred in zip(where, classifier.predict(np.stack(pixels)), strict=True):
-            rows[index].update(label=pred.label, score=round(pred.score, 4))
-    for row in rows:
-        row["model_version"] = classifier.version
+    loaded = load_many(args.files, classifier.image_size)
+    rows: list[dict[str, Any]] = [
+        {"path": str(path), "model_version": classifier.version} for path in args.files
+    ]
+    for index, why in loaded.errors:
+        rows[index]["error"] = why
+    predictions = classifier.to_predictions(classifier.predict_all(loaded.pixels))
+    for index, pred in zip(loaded.loaded, predictions, strict=True):
+        rows[index].update(label=pred.label, score=round(pred.score, 4))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -205,11 +191,3 @@ def cmd_models(config: Config, args: argparse.Namespace) -> int:
                 f"  {v.path}"
             )
     return 0
-
-
-def require_model(store: Any) -> Any:
-    """Load the active model or stop with a config-level error (exit 2)."""
-    try:
-        return store.load()
-    except ModelError as exc:
-        raise ConfigError(str(exc)) from None

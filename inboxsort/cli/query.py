@@ -12,24 +12,21 @@ import datetime as dt
 import io
 import json
 import math
-import os
-import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inboxsort.cli.common import TIME_HELP, json_value, open_readonly, parse_time, write_out
 from inboxsort.config import Config
 from inboxsort.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
 
-    from inboxsort.db import Database, Image
+    from inboxsort.db import Image
 
 FORMATS = ("table", "csv", "json", "paths")
 TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path")
-_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # parse_query's keyword arguments, named as argparse stores the options.
 _OPTIONS = (
     "label",
@@ -44,9 +41,6 @@ _OPTIONS = (
     "sort",
     "limit",
 )
-_TIME_HELP = (
-    "an ISO date or datetime (local time unless it has an offset) or an age: 30m, 2h, 7d, 1w"
-)
 
 
 def add_commands(sub: Any) -> None:
@@ -55,8 +49,8 @@ def add_commands(sub: Any) -> None:
     # Values are validated by parse_query, not argparse: one clear line per mistake, exit 2.
     query.add_argument("--label", help="predicted (or corrected) label")
     query.add_argument("--status", help="pending, filed, failed, deleted or duplicate")
-    query.add_argument("--since", help=f"received at or after: {_TIME_HELP}")
-    query.add_argument("--until", help=f"received before (a date: to its end): {_TIME_HELP}")
+    query.add_argument("--since", help=f"received at or after: {TIME_HELP}")
+    query.add_argument("--until", help=f"received before (a date: to its end): {TIME_HELP}")
     query.add_argument("--model", metavar="VERSION", help="classified by this model version")
     query.add_argument("--min-score", help="score at least this (0 to 1)")
     query.add_argument("--max-score", help="score at most this (0 to 1)")
@@ -101,24 +95,11 @@ def _bad(option: str, value: str, expected: str) -> ConfigError:
     return ConfigError(f"query: {option} {value!r}: expected {expected}")
 
 
-def parse_time(text: str, *, option: str, now: dt.datetime, end: bool = False) -> dt.datetime:
-    """An aware datetime from ISO text or an age like 2h; `end` makes a date mean its end."""
-    match = _RELATIVE.fullmatch(text.strip().lower())
-    if match:
-        return now - dt.timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
+def _time(text: str, *, option: str, now: dt.datetime, end: bool = False) -> dt.datetime:
     try:
-        day = dt.date.fromisoformat(text.strip())
+        return parse_time(text, now=now, end=end)
     except ValueError:
-        pass
-    else:
-        # astimezone() on a naive datetime reads it as local time: the user's midnight.
-        start = dt.datetime.combine(day, dt.time()).astimezone()
-        return start + dt.timedelta(days=1) if end else start
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise _bad(option, text, _TIME_HELP) from None
-    return moment.astimezone() if moment.tzinfo is None else moment
+        raise _bad(option, text, TIME_HELP) from None
 
 
 def _number(option: str, text: str | None, kind: type, low: float, high: float) -> Any:
@@ -162,8 +143,8 @@ def parse_query(
     if status is not None and status not in statuses:
         raise _bad("--status", status, "one of " + ", ".join(statuses))
     now = now or dt.datetime.now(dt.UTC)
-    start = None if since is None else parse_time(since, option="--since", now=now)
-    stop = None if until is None else parse_time(until, option="--until", now=now, end=True)
+    start = None if since is None else _time(since, option="--since", now=now)
+    stop = None if until is None else _time(until, option="--until", now=now, end=True)
     low = _number("--min-score", min_score, float, 0, 1)
     high = _number("--max-score", max_score, float, 0, 1)
     if low is not None and high is not None and low > high:
@@ -233,11 +214,6 @@ def build_select(query: ImageQuery) -> Select[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def json_value(value: Any) -> Any:
-    """A column value for JSON or CSV: datetimes as ISO text."""
-    return value.isoformat() if isinstance(value, dt.datetime) else value
-
-
 def _columns() -> list[str]:
     from inboxsort.db import Image
 
@@ -282,24 +258,6 @@ def render_images(images: list[Image], fmt: str) -> str:
         for row in [list(TABLE_COLUMNS), *cells]
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_out(text: str) -> None:
-    """Write to stdout; a reader that went away (head, xargs) is not an error."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def open_readonly(config: Config) -> Database:
-    """The configured database, read-only and unmigrated."""
-    from inboxsort.db import open_database
-
-    # Read-only and unmigrated: never takes a write lock from the daemon, never alters schema.
-    return open_database(config.database.url, readonly=True, migrate=False)
 
 
 def cmd_query(config: Config, args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inboxsort.cli.query import json_value, open_readonly, write_out
+from inboxsort.cli.common import json_value, open_readonly, write_out
 from inboxsort.config import Config
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def collect_stats(db: Database, models_dir: Path, *, now: dt.datetime) -> dict[s
 
     from inboxsort.db import Correction, Image
     from inboxsort.db.queries import corrections_since, read_heartbeat
-    from inboxsort.trainer.registry import ModelStore
+    from inboxsort.model.registry import ModelStore
 
     versions = ModelStore(models_dir, db).versions()
     active = next(v for v in versions if v.active)

@@ -7,7 +7,6 @@ from inboxsort.db.schema import (
     DAEMON_RUNNING,
     DAEMON_STARTING,
     DAEMON_STOPPED,
-    DAEMON_STOPPING,
     SOURCE_LABEL,
     SOURCE_MOVE,
     SOURCE_RECLASSIFY,
@@ -32,7 +31,6 @@ from inboxsort.db.session import (
     is_locked_error,
     open_database,
     safe_url,
-    upgrade,
 )
 
 __all__ = [
@@ -40,7 +38,6 @@ __all__ = [
     "DAEMON_RUNNING",
     "DAEMON_STARTING",
     "DAEMON_STOPPED",
-    "DAEMON_STOPPING",
     "SOURCE_LABEL",
     "SOURCE_MOVE",
     "SOURCE_RECLASSIFY",
@@ -62,6 +59,5 @@ __all__ = [
     "is_locked_error",
     "open_database",
     "safe_url",
-    "upgrade",
     "utcnow",
 ]

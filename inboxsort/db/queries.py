@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from inboxsort.db.schema import (
     DAEMON_ROW_ID,
+    SOURCE_RECLASSIFY,
     STATUS_FILED,
     STATUS_PENDING,
     Correction,
@@ -24,17 +26,10 @@ _V = TypeVar("_V")
 _HEARTBEAT_FIELDS = frozenset(c.key for c in DaemonState.__table__.columns) - {"id"}
 
 
-def images_by_status(session: Session, status: str) -> list[Image]:
-    """Return all images with `status`, oldest first."""
-    stmt = select(Image).where(Image.status == status).order_by(Image.id)
+def pending_images(session: Session) -> list[Image]:
+    """Every image whose move a crash may have interrupted (status pending), oldest first."""
+    stmt = select(Image).where(Image.status == STATUS_PENDING).order_by(Image.id)
     return list(session.scalars(stmt))
-
-
-def find_by_sha256(
-    session: Session, sha256: str, *, statuses: Iterable[str] = (STATUS_FILED,)
-) -> Image | None:
-    """Return the oldest image with this content hash and one of `statuses`, or None."""
-    return oldest_by_sha256(session, [sha256], statuses=statuses).get(sha256)
 
 
 def oldest_by_sha256(
@@ -67,15 +62,24 @@ def find_by_location(session: Session, *, device: int, inode: int) -> Image | No
     return session.scalars(stmt).first()
 
 
-def find_by_path(session: Session, path: str) -> Image | None:
-    """Return the most recent image whose current `path` equals `path`, or None."""
-    stmt = select(Image).where(Image.path == path).order_by(Image.id.desc()).limit(1)
+def newest_filed_at(session: Session, path: str) -> Image | None:
+    """The newest filed image whose current path is `path`, or None."""
+    stmt = (
+        select(Image)
+        .where(Image.path == path, Image.status == STATUS_FILED)
+        .order_by(Image.id.desc())
+        .limit(1)
+    )
     return session.scalars(stmt).first()
 
 
-def pending_by_source(session: Session, source_path: str) -> Image | None:
-    """Return the most recent pending image that arrived at `source_path`, or None."""
-    return pending_by_sources(session, [source_path]).get(source_path)
+def find_filed(session: Session, *, path: str, device: int, inode: int, size: int) -> Image | None:
+    """The filed image whose file this is: by (device, inode) first, then by recorded path."""
+    row = find_by_location(session, device=device, inode=inode)
+    # The size check guards against an inode the filesystem reused for an unrelated file.
+    if row is not None and row.status == STATUS_FILED and row.size in (None, size):
+        return row
+    return newest_filed_at(session, path)
 
 
 def pending_by_sources(session: Session, source_paths: Iterable[str]) -> dict[str, Image]:
@@ -106,6 +110,18 @@ def _chunks(values: Iterable[_V], size: int = 500) -> list[list[_V]]:
     """Distinct values in lists short enough for SQLite's limit on bound parameters."""
     distinct = list(dict.fromkeys(values))
     return [distinct[i : i + size] for i in range(0, len(distinct), size)]
+
+
+def uncorrected_filed(session: Session, *, since: dt.datetime | None = None) -> list[Image]:
+    """Filed images (filed since `since`, if given) with no correction but a reclassify."""
+    # The user's word beats the model: any correction but an earlier reclassify excludes.
+    corrected = exists().where(
+        Correction.image_id == Image.id, Correction.source != SOURCE_RECLASSIFY
+    )
+    stmt = select(Image).where(Image.status == STATUS_FILED, ~corrected).order_by(Image.id)
+    if since is not None:
+        stmt = stmt.where(func.coalesce(Image.filed_at, Image.received_at) >= since)
+    return list(session.scalars(stmt))
 
 
 def corrections_since(session: Session, version: int | None) -> list[Correction]:

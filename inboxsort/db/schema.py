@@ -38,7 +38,6 @@ DAEMON_ROW_ID = 1
 
 DAEMON_STARTING = "starting"
 DAEMON_RUNNING = "running"
-DAEMON_STOPPING = "stopping"
 DAEMON_STOPPED = "stopped"
 
 # Explicit constraint names: Alembic batch mode on SQLite and later PostgreSQL migrations
@@ -198,7 +197,7 @@ class DaemonState(Base):
     last_batch_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_batch_ms: Mapped[float | None] = mapped_column(Float)
     model_version: Mapped[int | None] = mapped_column(Integer)
-    # One of DAEMON_STARTING / DAEMON_RUNNING / DAEMON_STOPPING / DAEMON_STOPPED.
+    # One of DAEMON_STARTING / DAEMON_RUNNING / DAEMON_STOPPED.
     state: Mapped[str] = mapped_column(
         String(16), nullable=False, default=DAEMON_STOPPED, server_default=DAEMON_STOPPED
     )

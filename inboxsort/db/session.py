@@ -86,7 +86,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
     """Return the file of a plain sqlite URL, or None (memory, URI form, other backends)."""
     if url.get_backend_name() != "sqlite":
         return None
@@ -161,7 +161,7 @@ def _set_sqlite_pragmas(readonly: bool) -> Any:
 
 def _engine_url(url: URL, *, readonly: bool) -> URL:
     """Return the URL to connect with: read-only SQLite files use a `mode=ro` URI."""
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None and not readonly:
         if path.is_dir():
             raise StoreError(f"cannot open database {path}: it is a directory")
@@ -218,11 +218,6 @@ def open_database(url: str, *, readonly: bool = False, migrate: bool = True) -> 
         engine.dispose()
         raise StoreError(f"cannot open database {shown}: {_describe(exc)}") from exc
     return Database(engine, url, readonly=readonly)
-
-
-def upgrade(url: str) -> None:
-    """Migrate the database at `url` to the newest revision."""
-    open_database(url, migrate=True).close()
 
 
 def current_revision(db: Database) -> str | None:

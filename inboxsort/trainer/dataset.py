@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from inboxsort.errors import BadImage, ModelError
-from inboxsort.hashing import file_sha256
-from inboxsort.imageio import IMAGE_SUFFIXES, load_image
+from inboxsort.errors import ModelError
+from inboxsort.files import file_sha256
+from inboxsort.imageio import IMAGE_SUFFIXES, load_many
 
 TEST_SHARE_OF_VALIDATION = 0.2  # the tutorial moves 20% of validation to a test split
 FLAT_SPLIT = (0.8, 0.1, 0.1)  # train / validation / test when DIR has no validation folder
@@ -122,21 +121,8 @@ def discover_flat(root: Path, classes: Sequence[str]) -> list[Sample]:
 def load_arrays(
     samples: Iterable[Sample], *, image_size: int, workers: int = 4
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
-    """Decode samples in a thread pool (Pillow releases the GIL) → (pixels, labels, skipped)."""
+    """Decode samples with the shared loader → (pixels, labels, skipped files with reasons)."""
     items = list(samples)
-
-    def one(sample: Sample) -> np.ndarray | str:
-        try:
-            return load_image(sample.path, image_size)
-        except (BadImage, OSError) as exc:
-            return str(exc)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, items))
-    keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
-    skipped = [(items[i].path, str(r)) for i, r in enumerate(results) if isinstance(r, str)]
-    x = np.zeros((len(keep), image_size, image_size, 3), dtype=np.uint8)
-    for row, index in enumerate(keep):
-        x[row] = results[index]
-    y = np.array([items[i].label for i in keep], dtype=np.int64)
-    return x, y, skipped
+    loaded = load_many([s.path for s in items], image_size, workers=workers)
+    y = np.array([items[i].label for i in loaded.loaded], dtype=np.int64)
+    return loaded.pixels, y, [(items[i].path, why) for i, why in loaded.errors]

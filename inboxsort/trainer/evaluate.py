@@ -7,18 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from inboxsort.classifier import Classifier
-
-EVAL_BATCH = 32
-
-
-def predict_all(classifier: Classifier, x: np.ndarray) -> np.ndarray:
-    """Probabilities for every row of x, in batches (predict_on_batch, as the daemon serves)."""
-    parts = [
-        classifier.predict_probabilities(x[i : i + EVAL_BATCH])
-        for i in range(0, len(x), EVAL_BATCH)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, len(classifier.classes)))
+from inboxsort.model.classifier import Classifier
 
 
 def score(probs: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -54,4 +43,4 @@ def score(probs: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> dict[str,
 
 def evaluate_arrays(classifier: Classifier, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Metrics of a classifier on decoded images."""
-    return score(predict_all(classifier, x), y, classifier.classes)
+    return score(classifier.predict_all(x), y, classifier.classes)

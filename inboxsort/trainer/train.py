@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from inboxsort.classifier import Classifier
 from inboxsort.errors import ModelError
-from inboxsort.trainer.artifact import CARD_FORMAT
+from inboxsort.model.artifact import CARD_FORMAT
+from inboxsort.model.classifier import Classifier
 from inboxsort.trainer.dataset import Splits, discover, load_arrays
 from inboxsort.trainer.evaluate import evaluate_arrays
+from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
 from inboxsort.trainer.recipe import BACKBONE, build_model, compile_phase, keras_cache, weights_file
 
 
@@ -44,29 +42,6 @@ class TrainResult:
     card: dict[str, Any]
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _serving_copy(model: Any) -> Any:
-    """The same layers and weights without optimizer state: a smaller file, nothing to resume."""
-    import keras
-
-    clone = keras.Model.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    return clone
-
-
-def _history(fit: Any) -> dict[str, list[float]]:
-    return {k: [round(float(v), 5) for v in vals] for k, vals in fit.history.items()}
-
-
-def _targets(y: np.ndarray, classes: int) -> np.ndarray:
-    return y.astype(np.float32) if classes == 2 else y
-
-
 def train(data: Path, options: TrainOptions) -> TrainResult:
     """Train on DIR with the two-phase recipe; returns the serving model and its card."""
     splits = discover(data)
@@ -76,7 +51,6 @@ def train(data: Path, options: TrainOptions) -> TrainResult:
 def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> TrainResult:
     """Train on already discovered splits."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(options.seed)
     started = time.monotonic()
@@ -84,74 +58,25 @@ def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> Trai
     x_train, y_train, skipped = load_arrays(splits.train, image_size=size)
     x_val, y_val, skipped_val = load_arrays(splits.validation, image_size=size)
     x_test, y_test, skipped_test = load_arrays(splits.test, image_size=size)
-    load_seconds = time.monotonic() - started
     if len(x_train) == 0:
         raise ModelError("no readable training images")
-    classes = len(splits.classes)
-    model = build_model(image_size=size, num_classes=classes)
-
-    # Decoded uint8 arrays stay in memory (2000 images at 224 px are 300 MB), so each epoch
-    # re-reads nothing from disk; tf.data only shuffles, batches and prefetches.
-    def pipeline(x: np.ndarray, y: np.ndarray, *, shuffle: bool) -> Any:
-        ds = tf.data.Dataset.from_tensor_slices((x, _targets(y, classes)))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=options.seed, reshuffle_each_iteration=True)
-        ds = ds.batch(options.batch_size).map(
-            lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE
-        )
-        return ds.prefetch(tf.data.AUTOTUNE)
-
-    train_ds = pipeline(x_train, y_train, shuffle=True)
-    val_ds = pipeline(x_val, y_val, shuffle=False) if len(x_val) else None
-    smoothing = options.label_smoothing if classes == 2 else 0.0
-
-    compile_phase(model, phase=1, learning_rate=options.learning_rate, label_smoothing=smoothing)
-    phase1_start = time.monotonic()
-    history: dict[str, list[float]] = {}
-    if options.epochs:
-        fit = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=options.epochs,
-            shuffle=False,
-            verbose=options.verbose,
-        )
-        history = _history(fit)
-    phase1_seconds = time.monotonic() - phase1_start
-
-    phase2_start = time.monotonic()
-    if options.fine_tune_epochs:
-        compile_phase(
-            model,
-            phase=2,
-            learning_rate=options.fine_tune_learning_rate,
-            fine_tune_at=options.fine_tune_at,
-            label_smoothing=smoothing,
-        )
-        fit = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=options.epochs + options.fine_tune_epochs,
-            initial_epoch=options.epochs,
-            shuffle=False,
-            verbose=options.verbose,
-        )
-        for key, values in _history(fit).items():
-            history.setdefault(key, []).extend(values)
-    phase2_seconds = time.monotonic() - phase2_start
-
-    served = _serving_copy(model)
+    seconds = {"load": time.monotonic() - started}
+    model, history = _fit_two_phases(
+        options, len(splits.classes), (x_train, y_train), (x_val, y_val), seconds
+    )
+    served = serving_copy(model)
     classifier = Classifier(served, splits.classes, size, version=-1)
     metrics = {
         "validation": evaluate_arrays(classifier, x_val, y_val) if len(x_val) else None,
         "test": evaluate_arrays(classifier, x_test, y_test) if len(x_test) else None,
         "train_n": len(x_train),
     }
+    seconds["total"] = time.monotonic() - started
     card = {
         "format": CARD_FORMAT,
         "classes": list(splits.classes),
         "image_size": size,
-        "output": "logit" if classes == 2 else "softmax",
+        "output": "logit" if len(splits.classes) == 2 else "softmax",
         "data": {
             "source": data_source,
             "fingerprint": splits.fingerprint(),
@@ -163,25 +88,60 @@ def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> Trai
         "recipe": {k: v for k, v in asdict(options).items() if k != "verbose"},
         "metrics": metrics,
         "history": history,
-        "wall_seconds": {
-            "load": round(load_seconds, 1),
-            "phase1": round(phase1_seconds, 1),
-            "phase2": round(phase2_seconds, 1),
-            "total": round(time.monotonic() - started, 1),
-        },
+        "wall_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "backbone": {
             "name": BACKBONE,
             "weights": "imagenet",
             "file": str(keras_cache() / weights_file(size)),
         },
-        "versions": {
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
     }
     return TrainResult(model=served, card=card)
+
+
+def _fit_two_phases(
+    options: TrainOptions,
+    classes: int,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    seconds: dict[str, float],
+) -> tuple[Any, dict[str, list[float]]]:
+    """Phase 1 on a frozen base, phase 2 fine-tuned from fine_tune_at; times go in `seconds`."""
+    model = build_model(image_size=options.image_size, num_classes=classes)
+    train_ds = pipeline(*train, classes=classes, batch_size=options.batch_size, seed=options.seed)
+    val_ds = (
+        pipeline(*validation, classes=classes, batch_size=options.batch_size)
+        if len(validation[0])
+        else None
+    )
+    smoothing = options.label_smoothing if classes == 2 else 0.0
+    fit_args = {"validation_data": val_ds, "shuffle": False, "verbose": options.verbose}
+    compile_phase(model, phase=1, learning_rate=options.learning_rate, label_smoothing=smoothing)
+    start = time.monotonic()
+    history: dict[str, list[float]] = {}
+    if options.epochs:
+        history = history_of(model.fit(train_ds, epochs=options.epochs, **fit_args))
+    seconds["phase1"] = time.monotonic() - start
+    start = time.monotonic()
+    if options.fine_tune_epochs:
+        compile_phase(
+            model,
+            phase=2,
+            learning_rate=options.fine_tune_learning_rate,
+            fine_tune_at=options.fine_tune_at,
+            label_smoothing=smoothing,
+        )
+        fit = model.fit(
+            train_ds,
+            epochs=options.epochs + options.fine_tune_epochs,
+            initial_epoch=options.epochs,
+            **fit_args,
+        )
+        for key, values in history_of(fit).items():
+            history.setdefault(key, []).extend(values)
+    seconds["phase2"] = time.monotonic() - start
+    return model, history
 
 
 def summary_table(card: dict[str, Any]) -> str:

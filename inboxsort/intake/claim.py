@@ -1,0 +1,218 @@
+"""Intake: arrivals → ignore → settle → claim once → read and decode on a small thread pool.
+
+Memory stays bounded for a flood of any size: a claimed image holds one of `queue_size` slots
+from the moment it is claimed until the filer is done with it, and intake waits for a free
+slot before it reads another file. Paths waiting to settle cost a few bytes each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from inboxsort.backoff import backoff_delay
+from inboxsort.config import BatchConfig, WatchConfig
+from inboxsort.db import utcnow
+from inboxsort.files import Ignore, scan
+from inboxsort.intake.decode import Retry, read_and_decode
+from inboxsort.intake.records import Arrival, Claim, Decoded
+from inboxsort.intake.settle import SettleTracker
+from inboxsort.model.live import LiveModel
+
+log = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 5
+_IN_USE_DELAY = 1.0
+# Another look after a transient error or a file that changed under the reader: waits double.
+_RETRY_FIRST, _RETRY_CAP = 0.5, 60.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before intake looks at a file again after its `attempt`-th failed try."""
+    return backoff_delay(attempt, first=_RETRY_FIRST, cap=_RETRY_CAP)
+
+
+class Intake:
+    """The intake stage; `run` is its thread, `ready` its output, `done` releases images."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        watch: WatchConfig,
+        batch: BatchConfig,
+        model: LiveModel,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = root
+        self.watch = watch
+        self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
+        self.ready: queue.SimpleQueue[Decoded] = queue.SimpleQueue()
+        self._ignore = Ignore(root, watch.ignore)
+        self._settle = SettleTracker(
+            watch.settle_seconds, writer_timeout=watch.writer_timeout_seconds
+        )
+        self._model = model
+        self._clock = clock
+        self._slots = threading.BoundedSemaphore(batch.queue_size)
+        self._pool = ThreadPoolExecutor(batch.decode_workers, thread_name_prefix="decode")
+        self._lock = threading.Lock()
+        self._by_inode: dict[tuple[int, int], Path] = {}
+        self._by_path: dict[Path, tuple[int, int]] = {}
+        self._attempts: dict[Path, int] = {}
+        self._idle = threading.Event()
+
+    # -- called from other threads -------------------------------------------------------
+
+    def in_flight(self) -> int:
+        """Images claimed and not yet filed."""
+        with self._lock:
+            return len(self._by_inode)
+
+    def waiting(self) -> int:
+        """Paths seen but not yet settled (an estimate, read without the intake's lock)."""
+        return len(self._settle)
+
+    def idle(self) -> bool:
+        """True when nothing is waiting, settling, decoding, batched or being filed."""
+        return self._idle.is_set()
+
+    def done(self, items: Iterable[Decoded], *, retry: Iterable[Decoded] = ()) -> None:
+        """Release a batch's images; those also in `retry` are looked at again after a pause."""
+        again = {item.claim.path for item in retry}
+        with self._lock:
+            # Re-noted before their claims are released, so idle() never sees them as gone.
+            for path in again:
+                count = self._attempts.get(path, 0) + 1
+                self._attempts[path] = count
+                self.arrivals.put(Arrival(path, delay=retry_delay(count)))
+            for item in items:
+                if item.claim.path not in again:
+                    self._attempts.pop(item.claim.path, None)
+                self._release(item.claim)
+
+    # -- the intake thread -----------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop`: settle arrivals, claim ready files, hand them to the decoders."""
+        try:
+            while not stop.is_set():
+                now = self._clock()
+                wait = self._settle.next_check(now)
+                self._take_arrivals(timeout=0.2 if wait is None else min(wait, 0.2))
+                for path in self._settle.poll(self._clock()):
+                    if not self._claim(path, stop):
+                        break
+                with self._lock:
+                    self._idle_update()
+        finally:
+            # Decoded images not yet filed stay in the inbox with no row: the next start
+            # finds them again. Waiting for running decodes keeps shutdown orderly.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _idle_update(self) -> None:
+        if self.arrivals.empty() and not self._settle and not self._by_inode:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def _take_arrivals(self, *, timeout: float) -> None:
+        try:
+            arrival = self.arrivals.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._note(arrival)
+            try:
+                arrival = self.arrivals.get_nowait()
+            except queue.Empty:
+                return
+
+    def _note(self, arrival: Arrival) -> None:
+        if self._ignore(arrival.path):
+            return
+        if arrival.is_dir:
+            recursive = self.watch.recursive
+            if arrival.path != self.root and not recursive:
+                return
+            for path in scan(arrival.path, recursive=recursive, ignore=self._ignore):
+                self._settle.note(path, self._clock())
+            return
+        self._settle.note(
+            arrival.path,
+            self._clock(),
+            closed=arrival.closed,
+            writing=arrival.writing,
+            delay=arrival.delay,
+        )
+
+    def _claim(self, path: Path, stop: threading.Event) -> bool:
+        """Claim one settled file; False when stopping (the file stays for the next start)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            log.warning("cannot look at %s: %s (will retry at the next rescan)", path, exc)
+            return True
+        if stat.S_ISDIR(st.st_mode):
+            self._note(Arrival(path, is_dir=True))
+            return True
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            if key in self._by_inode:
+                return True  # already being processed: a repeated event, or a rescan
+            if path in self._by_path:
+                # A new file took the name of one still being filed: look again afterwards.
+                self._settle.note(path, self._clock(), delay=_IN_USE_DELAY)
+                return True
+        while not self._slots.acquire(timeout=0.2):
+            if stop.is_set():
+                return False
+        claim = Claim.from_stat(path, st, received_at=utcnow())
+        with self._lock:
+            self._by_inode[key] = path
+            self._by_path[path] = key
+        self._pool.submit(self._decode, claim)
+        return True
+
+    def _decode(self, claim: Claim) -> None:
+        try:
+            result = read_and_decode(claim, self._model.image_size())
+        except Exception as exc:  # the edge for one image: record it, never kill the pool
+            log.exception("unexpected error reading %s", claim.path)
+            result = Decoded(claim, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
+        if isinstance(result, Retry):
+            result = self._retry_or_fail(result)
+        if isinstance(result, Decoded):
+            self.ready.put(result)
+            return
+        with self._lock:
+            self._release(claim)
+
+    def _retry_or_fail(self, retry: Retry) -> Decoded | None:
+        path = retry.claim.path
+        with self._lock:
+            count = self._attempts.get(path, 0) + 1
+            self._attempts[path] = count
+            if retry.transient_error and count >= _MAX_ATTEMPTS:
+                return Decoded(retry.claim, None, None, f"{retry.reason} (after {count} tries)")
+            log.debug("%s: %s; trying again later", path, retry.reason)
+            # Re-noted before the claim is released, so idle() never sees it as gone.
+            self.arrivals.put(Arrival(path, delay=retry_delay(count)))
+            self._release(retry.claim)
+        return None
+
+    def _release(self, claim: Claim) -> None:
+        """Forget a claim (caller holds the lock) and free its slot."""
+        key = (claim.device, claim.inode)
+        if self._by_inode.pop(key, None) is not None:
+            self._by_path.pop(claim.path, None)
+            self._slots.release()

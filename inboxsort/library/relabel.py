@@ -1,0 +1,193 @@
+"""Relabelling a filed image: the one place where a correction is recorded together with a move.
+
+Used by `inboxsort label` and `inboxsort reclassify --apply`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete
+
+from inboxsort.db import STATUS_FILED, Correction, Database, Image, utcnow
+from inboxsort.db.queries import find_filed
+from inboxsort.errors import InboxsortError
+from inboxsort.files import display_path, free_name, move_no_clobber, same_file
+from inboxsort.layout import REVIEW_FOLDER, check_class, placement
+
+log = logging.getLogger(__name__)
+
+# A name taken between free_name() and the link (another program writing into the folder) is
+# retried with the next free name this many times.
+_MOVE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Relabeled:
+    """The outcome of relabel(): the row, both labels and paths, and the correction's id."""
+
+    image_id: int
+    old_label: str | None
+    new_label: str
+    old_path: Path
+    new_path: Path
+    correction_id: int | None  # None: the image already had this label in this folder
+
+
+@dataclass(frozen=True)
+class _Before:
+    label: str | None
+    path: str
+    dest_path: str | None
+    score: float | None
+    model_version: int | None
+
+
+def relabel(
+    db: Database,
+    *,
+    image_path: Path,
+    new_label: str,
+    source: str,
+    library: Path,
+    classes: Sequence[str],
+    review_folder: str = REVIEW_FOLDER,
+    score: float | None = None,
+    model_version: int | None = None,
+) -> Relabeled:
+    """Record one correction for a filed image and move it to library/<new_label>/."""
+    check_class(new_label, classes)
+    # abspath, not resolve(): rows keep the library path as configured, symlinks included.
+    src = Path(os.path.abspath(image_path))  # noqa: PTH100
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        raise InboxsortError(f"{image_path}: no such file") from None
+    except OSError as exc:
+        raise InboxsortError(f"{image_path}: {exc.strerror or exc}") from None
+    with db.session() as session:
+        row = (
+            None
+            if stat.S_ISDIR(st.st_mode)
+            else find_filed(
+                session,
+                path=display_path(src),
+                device=st.st_dev,
+                inode=st.st_ino,
+                size=st.st_size,
+            )
+        )
+        if row is None:
+            raise InboxsortError(
+                f"{image_path} is not a filed image in the database: only images the daemon "
+                f"filed into {library} can be labelled"
+            )
+        image_id = row.id
+        before = _Before(row.label, row.path, row.dest_path, row.score, row.model_version)
+    here = placement(src, library=library, classes=classes, review_folder=review_folder)
+    if here.label == new_label and before.label == new_label:
+        if before.path != display_path(src):
+            _write(db, image_id, before, path=src, label=new_label)  # a move nobody recorded
+        return Relabeled(image_id, before.label, new_label, src, src, None)
+    for attempt in range(_MOVE_ATTEMPTS):
+        # Already in the right folder (moved there by hand with no daemon running): no move.
+        target = src if here.label == new_label else free_name(library / new_label, src.name)
+        # Row and correction first: a running daemon then sees a file arrive at the row's
+        # path and records nothing of its own, so the user's one action is one correction.
+        correction_id = _write(
+            db,
+            image_id,
+            before,
+            path=target,
+            label=new_label,
+            correction=source,
+            score=score,
+            model_version=model_version,
+        )
+        if target != src:
+            try:
+                move_no_clobber(src, target)
+            except OSError as exc:
+                if _moved_anyway(src, target):
+                    log.warning("moved %s to %s but could not remove the old name", src, target)
+                else:
+                    _revert(db, image_id, before, correction_id)
+                    if isinstance(exc, FileExistsError) and attempt + 1 < _MOVE_ATTEMPTS:
+                        continue
+                    raise InboxsortError(
+                        f"cannot move {src} to {target}: {exc.strerror or exc}"
+                    ) from None
+            _refresh_location(db, image_id, target)
+        log.info("labelled %s as %s (was %s): %s", src.name, new_label, before.label, target)
+        return Relabeled(image_id, before.label, new_label, src, target, correction_id)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _write(
+    db: Database,
+    image_id: int,
+    before: _Before,
+    *,
+    path: Path,
+    label: str,
+    correction: str | None = None,
+    score: float | None = None,
+    model_version: int | None = None,
+) -> int | None:
+    """Point the row at `path` with `label` and, given a source, add the correction; commit."""
+    with db.begin() as session:
+        row = session.get(Image, image_id)
+        if row is None or row.status != STATUS_FILED:
+            raise InboxsortError(f"image {image_id} changed while it was being labelled; try again")
+        row.path, row.dest_path, row.label = display_path(path), None, label
+        if score is not None:
+            row.score, row.model_version = score, model_version
+        if correction is None:
+            return None
+        entry = Correction(
+            image_id=image_id,
+            old_label=before.label,
+            new_label=label,
+            source=correction,
+            old_path=before.path,
+            new_path=display_path(path),
+            created_at=utcnow(),
+        )
+        session.add(entry)
+        session.flush()
+        return entry.id
+
+
+def _revert(db: Database, image_id: int, before: _Before, correction_id: int | None) -> None:
+    """Undo _write after a failed move: the row as it was, and no correction for no action."""
+    with db.begin() as session:
+        row = session.get(Image, image_id)
+        if row is not None:
+            row.label, row.path, row.dest_path = before.label, before.path, before.dest_path
+            row.score, row.model_version = before.score, before.model_version
+        if correction_id is not None:
+            session.execute(delete(Correction).where(Correction.id == correction_id))
+
+
+def _moved_anyway(src: Path, target: Path) -> bool:
+    """True when a move that raised still put the file at target (link done, unlink failed)."""
+    if not os.path.lexists(target):
+        return False
+    return not os.path.lexists(src) or same_file(src, target)
+
+
+def _refresh_location(db: Database, image_id: int, path: Path) -> None:
+    """Record the moved file's device and inode (a copy across filesystems gets a new inode)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    with db.begin() as session:
+        row = session.get(Image, image_id)
+        if row is not None and (row.device, row.inode) != (st.st_dev, st.st_ino):
+            row.device, row.inode = st.st_dev, st.st_ino

@@ -1,0 +1,1 @@
+"""Models as files and as the thing being served: artifacts, the registry, the live model."""

@@ -1,0 +1,204 @@
+"""Model versions: folders under paths.models, rows in model_versions, one of them active."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from inboxsort.db import Database, ModelVersion, utcnow
+from inboxsort.errors import ConfigError, ModelError
+from inboxsort.model.artifact import (
+    BUILTIN,
+    BUILTIN_DIR,
+    load_classifier,
+    read_card,
+    write_version_folder,
+)
+from inboxsort.model.classifier import Classifier
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One model version as `models list` shows it."""
+
+    version: int
+    active: bool
+    path: str
+    image_size: int | None
+    classes: list[str] | None
+    metrics: dict[str, Any] | None
+    parent: int | None
+    promoted: bool | None
+    created_at: str | None
+    note: str | None
+    builtin: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def builtin_info(*, active: bool) -> VersionInfo:
+    """The model shipped inside the package."""
+    card = read_card(BUILTIN_DIR) if (BUILTIN_DIR / "card.json").exists() else {}
+    return VersionInfo(
+        version=BUILTIN,
+        active=active,
+        path=str(BUILTIN_DIR),
+        image_size=card.get("image_size"),
+        classes=card.get("classes"),
+        metrics=card.get("metrics"),
+        parent=None,
+        promoted=None,
+        created_at=None,
+        note="shipped with inboxsort",
+        builtin=True,
+    )
+
+
+class ModelStore:
+    """The registry of model versions: files on disk plus rows in the database."""
+
+    def __init__(self, models_dir: Path, db: Database) -> None:
+        self.models_dir = models_dir
+        self.db = db
+
+    def folder(self, version: int) -> Path:
+        """The folder holding one version (the package's own folder for the builtin)."""
+        return BUILTIN_DIR if version == BUILTIN else self.models_dir / f"{version:04d}"
+
+    def _next_version(self) -> int:
+        with self.db.session() as session:
+            rows = session.scalars(select(ModelVersion.version)).all()
+        on_disk = [
+            int(p.name)
+            for p in (self.models_dir.iterdir() if self.models_dir.is_dir() else [])
+            if p.name.isdigit()
+        ]
+        return max([BUILTIN, *rows, *on_disk]) + 1
+
+    def register(
+        self,
+        model: Any,
+        card: dict[str, Any],
+        *,
+        parent: int | None,
+        activate: bool,
+        promoted: bool | None = None,
+        note: str | None = None,
+    ) -> VersionInfo:
+        """Write a new version folder atomically, then record it (and activate it if asked)."""
+        version = self._next_version()
+        card = {**card, "version": version, "parent": parent}
+        folder = write_version_folder(model, card, self.folder(version))
+        with self.db.session() as session, session.begin():
+            if activate:
+                # In the same transaction as the insert: no reader ever sees the new version
+                # registered (and promoted) while another one is still active.
+                _deactivate_all(session)
+            session.add(
+                ModelVersion(
+                    version=version,
+                    created_at=utcnow(),
+                    path=str(folder),
+                    metrics=card.get("metrics"),
+                    active=activate,
+                    parent=parent,
+                    promoted=promoted,
+                    note=note,
+                    image_size=card.get("image_size"),
+                    classes=card.get("classes"),
+                )
+            )
+        return self.info(version)
+
+    def active_version(self) -> int:
+        """The version serving now: the active row, or the builtin when none is active."""
+        with self.db.session() as session:
+            active = session.scalars(
+                select(ModelVersion.version).where(ModelVersion.active.is_(True))
+            ).first()
+        return BUILTIN if active is None else int(active)
+
+    def activate(self, version: int) -> None:
+        """Make one version the active one (BUILTIN deactivates every registered version)."""
+        with self.db.session() as session, session.begin():
+            if version != BUILTIN:
+                row = session.get(ModelVersion, version)
+                if row is None:
+                    raise ModelError(f"model version {version} is not registered")
+                if not (self.folder(version) / "model.keras").exists():
+                    raise ModelError(f"model version {version}: {self.folder(version)} is missing")
+            _deactivate_all(session)
+            if version != BUILTIN:
+                session.execute(
+                    update(ModelVersion).where(ModelVersion.version == version).values(active=True)
+                )
+
+    def rollback(self) -> int:
+        """Activate the active version's parent (or the builtin); returns the version now active."""
+        current = self.active_version()
+        if current == BUILTIN:
+            raise ModelError("the shipped model is active; there is nothing to roll back to")
+        with self.db.session() as session:
+            row = session.get(ModelVersion, current)
+            parent = row.parent if row is not None and row.parent is not None else BUILTIN
+        self.activate(parent)
+        return parent
+
+    def info(self, version: int) -> VersionInfo:
+        """One version's details."""
+        return next(v for v in self.versions() if v.version == version)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every registered version, oldest first, after the builtin."""
+        with self.db.session() as session:
+            rows = session.scalars(select(ModelVersion).order_by(ModelVersion.version)).all()
+        any_active = any(r.active for r in rows)
+        infos = [builtin_info(active=not any_active)]
+        for r in rows:
+            infos.append(
+                VersionInfo(
+                    version=r.version,
+                    active=bool(r.active),
+                    path=r.path,
+                    image_size=r.image_size,
+                    classes=r.classes,
+                    metrics=r.metrics,
+                    parent=r.parent,
+                    promoted=r.promoted,
+                    created_at=r.created_at.isoformat() if r.created_at else None,
+                    note=r.note,
+                )
+            )
+        return infos
+
+    def load(self, version: int | None = None) -> Classifier:
+        """Load a version (the active one by default) as a Classifier."""
+        chosen = self.active_version() if version is None else version
+        folder = self.folder(chosen)
+        if not (folder / "model.keras").exists():
+            if chosen == BUILTIN:
+                raise ModelError(
+                    f"the shipped model is missing from {BUILTIN_DIR}; run `make model` "
+                    "or `inboxsort train --data DIR --activate`"
+                )
+            raise ModelError(f"model version {chosen}: {folder} has no model.keras")
+        return load_classifier(folder, version=chosen)
+
+
+def _deactivate_all(session: Session) -> None:
+    """Clear the active flag of every registered version (within the caller's transaction)."""
+    session.execute(update(ModelVersion).where(ModelVersion.active.is_(True)).values(active=False))
+
+
+def require_model(store: ModelStore) -> Classifier:
+    """Load the active model or stop with a config-level error (exit 2)."""
+    try:
+        return store.load()
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,391 @@
+"""The daemon: start-up checks, recovery, the threads of each stage, signals, heartbeat, swaps."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from inboxsort.config import Config
+from inboxsort.db import (
+    DAEMON_RUNNING,
+    DAEMON_STARTING,
+    DAEMON_STOPPED,
+    Database,
+    open_database,
+    utcnow,
+)
+from inboxsort.errors import ConfigError, InboxsortError, ModelError
+from inboxsort.intake.claim import Intake
+from inboxsort.intake.filing import Filer
+from inboxsort.intake.inference import InferencePool
+from inboxsort.intake.ledger import Ledger
+from inboxsort.intake.records import Arrival
+from inboxsort.intake.recovery import recover
+from inboxsort.intake.watch import InboxHandler, make_observer, uses_inotify
+from inboxsort.library.watcher import LibraryEvent, LibraryHandler, LibraryTracker, LibraryWorker
+from inboxsort.model.classifier import Classifier, warm_up
+from inboxsort.model.cores import share_cores
+from inboxsort.model.live import LiveModel
+from inboxsort.model.registry import ModelStore
+from inboxsort.own_filings import OwnFilings
+from inboxsort.service.checks import failures, startup_checks
+from inboxsort.service.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+# How often the daemon looks for an activation or rollback made by `inboxsort models`.
+MODEL_POLL_SECONDS = 3.0
+RATE_WINDOW_SECONDS = 60.0  # the throughput systemctl status shows is over this window
+_JOIN_SECONDS = 8.0  # stays inside the 10 s the unit's TimeoutStopSec allows for a clean stop
+
+
+class Daemon:
+    """All stages wired together; `start`, then `supervise` until stopped, then `close`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db: Database,
+        store: ModelStore,
+        classifier: Classifier,
+        notifier: Notifier | None = None,
+        once: bool = False,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.store = store
+        self.once = once
+        self.notifier = notifier or Notifier(None)
+        self.ledger = Ledger(db)
+        self.own_filings = OwnFilings()
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.model = LiveModel(classifier)
+        self.intake = Intake(
+            root=config.paths.inbox, watch=config.watch, batch=config.batch, model=self.model
+        )
+        self.inference = InferencePool(
+            model=self.model,
+            intake=self.intake,
+            filer=Filer(config.paths, config.filing, self.ledger, own=self.own_filings),
+            max_size=config.batch.max_size,
+            max_delay=config.batch.max_delay_ms / 1000,
+            ping=self._ping_watchdog,
+        )
+        self._threads: list[threading.Thread] = []
+        self._observer: Any = None
+        self._library: LibraryWorker | None = None
+        self._started_at = utcnow()
+        self._last_ping = 0.0
+        self._failed_version: int | None = None
+        self._scheduler: Any = None
+        # Set at shutdown: kills a training process the scheduled job is waiting on.
+        self._retrain_stop = threading.Event()
+        self._done_samples: deque[tuple[float, int]] = deque()
+
+    def _ping_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        now = time.monotonic()
+        if interval is not None and now - self._last_ping >= min(interval / 2, 1.0):
+            self._last_ping = now
+            self.notifier.watchdog()
+
+    def start(self) -> None:
+        """Recover from an unclean stop, start every stage, scan what is already there."""
+        self.ledger.heartbeat(
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+            started_at=self._started_at,
+            state=DAEMON_STARTING,
+            model_version=self.model.version(),
+            processed=0,
+            failed=0,
+            queue_depth=0,
+            in_flight=0,
+        )
+        recover(self.ledger, self.config.paths)
+        workers = self.config.batch.inference_workers
+        stages = [("intake", self.intake.run)]
+        stages += [(f"inference-{n}", self.inference.run) for n in range(1, workers + 1)]
+        for name, target in stages:
+            thread = threading.Thread(target=target, args=(self.stop_event,), name=name)
+            thread.start()
+            self._threads.append(thread)
+        if not self.once:
+            observer = make_observer(self.config.watch)
+            handler = InboxHandler(
+                self.intake.arrivals,
+                moves_are_complete=not self.config.watch.polling,
+                writes_end_with_close=uses_inotify(self.config.watch),
+            )
+            self._observer = observer
+            observer.schedule(
+                handler, str(self.config.paths.inbox), recursive=self.config.watch.recursive
+            )
+            self._watch_library(observer)
+            observer.start()
+            self._start_schedule()
+        # The scan comes after the observer starts, so a file dropped in between is seen by
+        # one or the other (both is fine: a claim happens once).
+        self.rescan()
+        self.ledger.heartbeat(state=DAEMON_RUNNING)
+        self.notifier.ready(self.status_line())
+        if self.once:
+            how = "once: what is there now, then exit"
+        else:
+            how = "polling" if self.config.watch.polling else "inotify"
+            how += ", recursive" if self.config.watch.recursive else ""
+        log.info(
+            "watching %s (%s) with model version %d; filing into %s",
+            self.config.paths.inbox,
+            how,
+            self.model.version(),
+            self.config.paths.library,
+        )
+
+    def _watch_library(self, observer: Any) -> None:
+        """Follow the user's moves in the library: the corrections the model learns from."""
+        library = self.config.paths.library
+        # Every class folder exists from the start, so a user can drag a misfiled image into
+        # one even before the model has filed anything there.
+        for name in self.model.classes():
+            (library / name).mkdir(parents=True, exist_ok=True)
+        events: queue.SimpleQueue[LibraryEvent] = queue.SimpleQueue()
+        observer.schedule(LibraryHandler(events), str(library), recursive=True)
+        tracker = LibraryTracker(
+            self.db,
+            library=library,
+            model=self.model,
+            ignore=self.config.watch.ignore,
+            own=self.own_filings,
+        )
+        # It reconciles first: moves and deletions made while no daemon ran.
+        self._library = LibraryWorker(tracker, events)
+        self._library.start()
+
+    def _start_schedule(self) -> None:
+        """Start the retrain schedule; a version it promotes is loaded at once, not at the poll."""
+        from inboxsort.service.schedule import make_scheduler
+        from inboxsort.trainer.retrain.run import retrain
+
+        def job() -> None:
+            outcome = retrain(self.config, stop=self._retrain_stop)
+            if outcome.promoted:
+                # Pick it up now rather than at the next poll.
+                self.reload_event.set()
+
+        self._scheduler = make_scheduler(self.config, job)
+        self._scheduler.start()
+
+    def rescan(self) -> None:
+        """Look at every file in the inbox (a safety net for events the watcher lost)."""
+        self.intake.arrivals.put(Arrival(self.config.paths.inbox, is_dir=True))
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: queue, throughput, model."""
+        last = self.inference.last
+        batch = f"; last batch {last.size} in {last.millis:.0f} ms" if last else ""
+        return (
+            f"model v{self.model.version()}; {self.inference.processed} filed, "
+            f"{self.inference.failed} failed, {self.throughput():.1f} images/s; "
+            f"queue {self.inference.queued()}, in flight {self.intake.in_flight()}, "
+            f"settling {self.intake.waiting()}{batch}"
+        )
+
+    def throughput(self) -> float:
+        """Images done per second over the last RATE_WINDOW_SECONDS (0 until two samples)."""
+        now, done = time.monotonic(), self.inference.processed + self.inference.failed
+        samples = self._done_samples
+        samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
+            samples.popleft()
+        first_at, first_done = samples[0]
+        return (done - first_done) / (now - first_at) if now > first_at else 0.0
+
+    def heartbeat(self) -> None:
+        """Write the state `inboxsort stats` shows."""
+        last = self.inference.last
+        self.ledger.heartbeat(
+            state=DAEMON_RUNNING,
+            queue_depth=self.inference.queued() + self.intake.waiting(),
+            in_flight=self.intake.in_flight(),
+            processed=self.inference.processed,
+            failed=self.inference.failed,
+            model_version=self.model.version(),
+            last_batch_size=last.size if last else None,
+            last_batch_ms=last.millis if last else None,
+            last_batch_at=dt.datetime.fromtimestamp(last.at, dt.UTC) if last else None,
+        )
+
+    def supervise(self, *, tick: float = 0.2) -> None:
+        """Run the housekeeping loop (heartbeat, rescans, model swaps) until stopped."""
+        next_beat = next_model = time.monotonic()
+        next_rescan = time.monotonic() + self.config.watch.rescan_seconds
+        idle_ticks = 0
+        while not self.stop_event.wait(tick):
+            now = time.monotonic()
+            if any(not t.is_alive() for t in self._threads):
+                raise InboxsortError("a daemon thread died; see the log above")
+            if self.once:
+                idle_ticks = idle_ticks + 1 if self.intake.idle() else 0
+                if idle_ticks >= 3:
+                    break
+            if now >= next_beat:
+                next_beat = now + HEARTBEAT_SECONDS
+                self.heartbeat()
+                self.notifier.status(self.status_line())
+            if self.config.watch.rescan_seconds > 0 and now >= next_rescan:
+                next_rescan = now + self.config.watch.rescan_seconds
+                self.rescan()
+            if self.reload_event.is_set() or now >= next_model:
+                next_model = now + MODEL_POLL_SECONDS
+                self._check_model(forced=self.reload_event.is_set())
+
+    def _check_model(self, *, forced: bool) -> None:
+        """Load the active version off the inference thread, warm it up, then offer it."""
+        reload = forced
+        self.reload_event.clear()
+        if reload:
+            self.notifier.reloading()
+        current = self.model.version()
+        wanted: int | None = None
+        try:
+            wanted = self.store.active_version()
+            if wanted == current or (wanted == self._failed_version and not reload):
+                return
+            log.info(
+                "model version %d is active; loading it (serving %d meanwhile)", wanted, current
+            )
+            start = time.perf_counter()
+            classifier = self.store.load(wanted)
+            warm_up(classifier, max_batch=self.config.batch.max_size)
+            self.model.offer(classifier)
+            self._failed_version = None
+            log.info(
+                "model version %d loaded and warmed up in %.1f s",
+                wanted,
+                time.perf_counter() - start,
+            )
+        except Exception as exc:  # an edge: whatever fails, serving goes on with the old model
+            if wanted is None:  # the registry itself (a locked or missing database)
+                log.warning("cannot read the active model version, serving %d: %s", current, exc)
+            else:
+                self._failed_version = wanted
+                log.error(
+                    "cannot load model version %d, still serving %d: %s", wanted, current, exc
+                )
+        finally:
+            if reload:
+                self.notifier.ready(self.status_line())
+
+    def stop(self) -> None:
+        """Ask every stage to stop (safe from a signal handler)."""
+        self.stop_event.set()
+
+    def close(self) -> None:
+        """Stop intake, finish the batch in flight, record the final state."""
+        self.notifier.stopping(f"stopping; {self.status_line()}")
+        self.stop_event.set()
+        self._retrain_stop.set()
+        if self._scheduler is not None:
+            # A running retrain sees _retrain_stop, kills its child and returns within seconds.
+            self._scheduler.shutdown(wait=True)
+        if self._observer is not None:
+            self._observer.stop()
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        if self._observer is not None and self._observer.is_alive():
+            self._observer.join(max(0.1, deadline - time.monotonic()))
+        if self._library is not None:
+            self._library.stop(timeout=max(0.1, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.error("threads still running at exit: %s", ", ".join(stuck))
+        self.ledger.heartbeat(
+            state=DAEMON_STOPPED,
+            queue_depth=0,
+            in_flight=0,
+            processed=self.inference.processed,
+            failed=self.inference.failed,
+        )
+        log.info("stopped: %s", self.status_line())
+
+
+def _prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
+    """Start-up checks, database and model; a problem is one line and exit code 2."""
+    checks = startup_checks(config)
+    for check in checks:
+        if check.status == "WARN":
+            log.warning("%s: %s. %s", check.name, check.detail, check.fix)
+    bad = failures(checks)
+    if bad:
+        raise ConfigError("; ".join(f"{c.name}: {c.detail}. {c.fix}".strip() for c in bad))
+    db = open_database(config.database.url)
+    store = ModelStore(config.paths.models, db)
+    try:
+        classifier = store.load()
+        warm_up(classifier, max_batch=config.batch.max_size)
+    except ModelError as exc:
+        db.close()
+        raise ConfigError(str(exc)) from None
+    return db, store, classifier
+
+
+def run(config: Config, *, once: bool = False) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty)."""
+    notifier = Notifier.from_environ()
+    notifier.status("checking folders and loading the model")
+    share_cores(config.batch.inference_workers)
+    db, store, classifier = _prepare(config)
+    daemon = Daemon(config, db=db, store=store, classifier=classifier, notifier=notifier, once=once)
+    restore = _install_signals(daemon)
+    try:
+        daemon.start()
+        daemon.supervise()
+    finally:
+        daemon.close()
+        restore()
+        notifier.close()
+        db.close()
+    return 0
+
+
+def _install_signals(daemon: Daemon) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop, SIGHUP reloads the model; returns a function restoring the old ones."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
+        daemon.stop()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        daemon.reload_event.set()
+
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig, handler in (
+            (signal.SIGTERM, on_stop),
+            (signal.SIGINT, on_stop),
+            (signal.SIGHUP, on_hup),
+        )
+    }
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

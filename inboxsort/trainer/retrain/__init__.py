@@ -1,0 +1,1 @@
+"""Retraining on corrections: plan the images, train in a child process, gate, register."""
