@@ -68,7 +68,7 @@ class BatchConfig:
     """Dynamic batching in front of predict_on_batch."""
 
     # Two workers with batches of 16: the 32 images in the model at once that one batch of 32
-    # held, as fast or faster, in the same memory (two batches of 32 peak near 1.8 GB).
+    # held, as fast or faster, in the same memory (README, Results: make bench-daemon).
     max_size: int = 16
     max_delay_ms: int = 50
     queue_size: int = 256

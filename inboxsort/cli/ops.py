@@ -18,7 +18,7 @@ def add_commands(sub: Any) -> None:
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     """Run the daemon (or one pass over the inbox with --once)."""
-    from inboxsort.service.daemon import run
+    from inboxsort.service.run import run
 
     return run(config, once=args.once)
 

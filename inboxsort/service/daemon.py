@@ -6,13 +6,10 @@ import datetime as dt
 import logging
 import os
 import queue
-import signal
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from inboxsort.config import Config
@@ -21,10 +18,9 @@ from inboxsort.db import (
     DAEMON_STARTING,
     DAEMON_STOPPED,
     Database,
-    open_database,
     utcnow,
 )
-from inboxsort.errors import ConfigError, InboxsortError, ModelError
+from inboxsort.errors import InboxsortError
 from inboxsort.intake.claim import Intake
 from inboxsort.intake.filing import Filer
 from inboxsort.intake.inference import InferencePool
@@ -34,11 +30,9 @@ from inboxsort.intake.recovery import recover
 from inboxsort.intake.watch import InboxHandler, make_observer, uses_inotify
 from inboxsort.library.watcher import LibraryEvent, LibraryHandler, LibraryTracker, LibraryWorker
 from inboxsort.model.classifier import Classifier, warm_up
-from inboxsort.model.cores import share_cores
 from inboxsort.model.live import LiveModel
 from inboxsort.model.registry import ModelStore
 from inboxsort.own_filings import OwnFilings
-from inboxsort.service.checks import failures, startup_checks
 from inboxsort.service.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -322,70 +316,3 @@ class Daemon:
             failed=self.inference.failed,
         )
         log.info("stopped: %s", self.status_line())
-
-
-def _prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
-    """Start-up checks, database and model; a problem is one line and exit code 2."""
-    checks = startup_checks(config)
-    for check in checks:
-        if check.status == "WARN":
-            log.warning("%s: %s. %s", check.name, check.detail, check.fix)
-    bad = failures(checks)
-    if bad:
-        raise ConfigError("; ".join(f"{c.name}: {c.detail}. {c.fix}".strip() for c in bad))
-    db = open_database(config.database.url)
-    store = ModelStore(config.paths.models, db)
-    try:
-        classifier = store.load()
-        warm_up(classifier, max_batch=config.batch.max_size)
-    except ModelError as exc:
-        db.close()
-        raise ConfigError(str(exc)) from None
-    return db, store, classifier
-
-
-def run(config: Config, *, once: bool = False) -> int:
-    """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty)."""
-    notifier = Notifier.from_environ()
-    notifier.status("checking folders and loading the model")
-    share_cores(config.batch.inference_workers)
-    db, store, classifier = _prepare(config)
-    daemon = Daemon(config, db=db, store=store, classifier=classifier, notifier=notifier, once=once)
-    restore = _install_signals(daemon)
-    try:
-        daemon.start()
-        daemon.supervise()
-    finally:
-        daemon.close()
-        restore()
-        notifier.close()
-        db.close()
-    return 0
-
-
-def _install_signals(daemon: Daemon) -> Callable[[], None]:
-    """SIGTERM/SIGINT stop, SIGHUP reloads the model; returns a function restoring the old ones."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
-        daemon.stop()
-
-    def on_hup(_signum: int, _frame: FrameType | None) -> None:
-        daemon.reload_event.set()
-
-    previous = {
-        sig: signal.signal(sig, handler)
-        for sig, handler in (
-            (signal.SIGTERM, on_stop),
-            (signal.SIGINT, on_stop),
-            (signal.SIGHUP, on_hup),
-        )
-    }
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

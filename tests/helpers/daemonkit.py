@@ -258,9 +258,10 @@ def make_site(
 @contextmanager
 def running_daemon(site: Site, *, once: bool = False) -> Iterator[Any]:
     """Start a Daemon (start() scans the inbox), supervise it in a thread; stop and close it."""
-    from inboxsort.service.daemon import Daemon, _prepare
+    from inboxsort.service.daemon import Daemon
+    from inboxsort.service.run import prepare
 
-    db, store, classifier = _prepare(site.config)
+    db, store, classifier = prepare(site.config)
     daemon = Daemon(site.config, db=db, store=store, classifier=classifier, once=once)
     errors: list[BaseException] = []
     thread: threading.Thread | None = None
