@@ -13,7 +13,6 @@ import io
 import json
 import math
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from inboxsort.cli.common import TIME_HELP, json_value, open_readonly, parse_time, write_out
@@ -21,9 +20,8 @@ from inboxsort.config import Config
 from inboxsort.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Select
-
     from inboxsort.db import Image
+    from inboxsort.db.search import ImageQuery
 
 FORMATS = ("table", "csv", "json", "paths")
 TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path")
@@ -69,26 +67,8 @@ def add_commands(sub: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# query: pure filter building
+# query: validating the options (inboxsort.db.search builds the SELECT they describe)
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageQuery:
-    """Validated filters, sort and limit of `inboxsort query`."""
-
-    label: str | None = None
-    status: str | None = None
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    model: int | None = None
-    min_score: float | None = None
-    max_score: float | None = None
-    name: str | None = None
-    corrected: bool = False
-    sort: str = "received_at"
-    descending: bool = False
-    limit: int | None = None
 
 
 def _bad(option: str, value: str, expected: str) -> ConfigError:
@@ -132,6 +112,7 @@ def parse_query(
 ) -> ImageQuery:
     """Validate command-line strings into an ImageQuery; ConfigError names the bad option."""
     from inboxsort.db import schema
+    from inboxsort.db.search import ImageQuery
 
     statuses = (
         schema.STATUS_PENDING,
@@ -169,44 +150,6 @@ def parse_query(
         descending=descending,
         limit=_number("--limit", limit, int, 1, math.inf),
     )
-
-
-def glob_to_like(pattern: str) -> str:
-    """A LIKE pattern (escape character backslash) for a shell glob using * and ?."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def build_select(query: ImageQuery) -> Select[Any]:
-    """The SELECT over images that `query` describes."""
-    from sqlalchemy import select
-
-    from inboxsort.db import Correction, Image
-
-    stmt = select(Image)
-    if query.label is not None:
-        stmt = stmt.where(Image.label == query.label)
-    if query.status is not None:
-        stmt = stmt.where(Image.status == query.status)
-    if query.since is not None:
-        stmt = stmt.where(Image.received_at >= query.since)
-    if query.until is not None:
-        stmt = stmt.where(Image.received_at < query.until)
-    if query.model is not None:
-        stmt = stmt.where(Image.model_version == query.model)
-    if query.min_score is not None:
-        stmt = stmt.where(Image.score >= query.min_score)
-    if query.max_score is not None:
-        stmt = stmt.where(Image.score <= query.max_score)
-    if query.name is not None:
-        stmt = stmt.where(Image.original_name.ilike(glob_to_like(query.name), escape="\\"))
-    if query.corrected:
-        stmt = stmt.where(Image.id.in_(select(Correction.image_id)))
-    column = Image.__table__.columns[query.sort]
-    # id breaks ties, so equal sort keys keep arrival order and pages are stable.
-    order = [column.desc(), Image.id.desc()] if query.descending else [column, Image.id]
-    stmt = stmt.order_by(*order)
-    return stmt if query.limit is None else stmt.limit(query.limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,9 +205,11 @@ def render_images(images: list[Image], fmt: str) -> str:
 
 def cmd_query(config: Config, args: argparse.Namespace) -> int:
     """Print the recorded images matching the filters."""
+    from inboxsort.db.search import search_images
+
     query = parse_query(**{name: getattr(args, name) for name in _OPTIONS})
     with open_readonly(config) as db, db.session() as session:
-        images: list[Image] = list(session.scalars(build_select(query)))
+        images = search_images(session, query)
     if not images and args.format == "table":
         print("no images match", file=sys.stderr)
         return 0

@@ -56,32 +56,27 @@ def daemon_status(row: DaemonState | None, *, now: dt.datetime) -> dict[str, Any
 
 def collect_stats(db: Database, models_dir: Path, *, now: dt.datetime) -> dict[str, Any]:
     """Everything `inboxsort stats` reports, as JSON-ready data."""
-    from sqlalchemy import func, select
-
-    from inboxsort.db import Correction, Image
-    from inboxsort.db.queries import corrections_since, read_heartbeat
+    from inboxsort.db.counts import (
+        count_by_label,
+        count_by_status,
+        count_corrections,
+        received_since,
+    )
+    from inboxsort.db.heartbeat import read_heartbeat
+    from inboxsort.db.queries import corrections_since
     from inboxsort.model.registry import ModelStore
 
     versions = ModelStore(models_dir, db).versions()
     active = next(v for v in versions if v.active)
     first_hour = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=23)
     with db.session() as session:
-        by_status = dict(
-            session.execute(select(Image.status, func.count()).group_by(Image.status)).all()
-        )
-        by_label = dict(
-            session.execute(
-                select(Image.label, func.count())
-                .where(Image.label.is_not(None))
-                .group_by(Image.label)
-            ).all()
-        )
-        corrections = session.scalar(select(func.count()).select_from(Correction)) or 0
+        by_status = count_by_status(session)
+        by_label = count_by_label(session)
+        corrections = count_corrections(session)
         # Same rule as the retrainer: not yet seen by a model trained from the active one.
         unused = len(corrections_since(session, active.version))
-        recent = session.scalars(select(Image.received_at).where(Image.received_at >= first_hour))
         per_hour = [0] * 24
-        for received in recent:
+        for received in received_since(session, first_hour):
             per_hour[min(23, int((received - first_hour).total_seconds() // 3600))] += 1
         heartbeat = read_heartbeat(session)
         daemon = daemon_status(heartbeat, now=now)

@@ -1,29 +1,38 @@
-"""Small query helpers shared by the daemon and the CLI; none of them commits."""
+"""Lookups of image and correction rows, shared by the flows and the CLI; none of them commits.
+
+The heartbeat row lives in heartbeat.py, counts in counts.py, `inboxsort query` in search.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from inboxsort.db.schema import (
-    DAEMON_ROW_ID,
     SOURCE_RECLASSIFY,
     STATUS_FILED,
     STATUS_PENDING,
     Correction,
-    DaemonState,
     Image,
-    utcnow,
 )
 
 _V = TypeVar("_V")
 
-# Columns write_heartbeat accepts; the primary key is fixed to DAEMON_ROW_ID.
-_HEARTBEAT_FIELDS = frozenset(c.key for c in DaemonState.__table__.columns) - {"id"}
+
+class FiledFile(NamedTuple):
+    """A filed image's id, and what says whether a file is its file: path, inode, size, hash."""
+
+    id: int
+    path: str
+    device: int | None
+    inode: int | None
+    size: int | None
+    sha256: str | None
 
 
 def pending_images(session: Session) -> list[Image]:
@@ -106,6 +115,53 @@ def images_by_id(session: Session, ids: Iterable[int]) -> dict[int, Image]:
     return found
 
 
+def filed_files(session: Session) -> list[FiledFile]:
+    """Every filed image as a FiledFile (plain values, no ORM objects), in no particular order."""
+    stmt = select(Image.id, Image.path, Image.device, Image.inode, Image.size, Image.sha256).where(
+        Image.status == STATUS_FILED
+    )
+    return [FiledFile(*row) for row in session.execute(stmt)]
+
+
+def filed_paths(session: Session, path: str, *, below: bool = False) -> list[tuple[int, str]]:
+    """(id, path) of each filed image at `path` or, with below=True, anywhere under that folder."""
+    where: ColumnElement[bool] = Image.path == path
+    if below:
+        # Everything below the folder, as a range the path index serves ('0' follows '/').
+        where = (Image.path > path + os.sep) & (Image.path < path + chr(ord(os.sep) + 1))
+    stmt = select(Image.id, Image.path).where(Image.status == STATUS_FILED, where)
+    return [(row.id, row.path) for row in session.execute(stmt)]
+
+
+def other_filed_at(session: Session, path: str, *, besides: int) -> list[Image]:
+    """Every filed image whose path is `path`, except the image with id `besides`."""
+    stmt = select(Image).where(
+        Image.path == path, Image.status == STATUS_FILED, Image.id != besides
+    )
+    return list(session.scalars(stmt))
+
+
+def pending_at(session: Session, path: str) -> bool:
+    """Whether a pending image is being filed to `path` (its dest_path) or is still there."""
+    # Pending rows are few, so the status index keeps this cheap as the table grows.
+    stmt = select(Image.id).where(
+        Image.status == STATUS_PENDING, or_(Image.dest_path == path, Image.path == path)
+    )
+    return session.execute(stmt.limit(1)).first() is not None
+
+
+def with_sha256(
+    session: Session, sha256: str, *, statuses: Iterable[str] = (STATUS_FILED,)
+) -> list[Image]:
+    """Every image with this content hash and one of `statuses`, newest (highest id) first."""
+    stmt = (
+        select(Image)
+        .where(Image.sha256 == sha256, Image.status.in_(list(statuses)))
+        .order_by(Image.id.desc())
+    )
+    return list(session.scalars(stmt))
+
+
 def _chunks(values: Iterable[_V], size: int = 500) -> list[list[_V]]:
     """Distinct values in lists short enough for SQLite's limit on bound parameters."""
     distinct = list(dict.fromkeys(values))
@@ -137,27 +193,17 @@ def corrections_since(session: Session, version: int | None) -> list[Correction]
     return list(session.scalars(stmt))
 
 
-def write_heartbeat(session: Session, **fields: Any) -> DaemonState:
-    """Insert or update the single daemon_state row (flushes; the caller commits)."""
-    unknown = set(fields) - _HEARTBEAT_FIELDS
-    if unknown:
-        raise TypeError(f"unknown daemon_state field(s): {', '.join(sorted(unknown))}")
-    # A heartbeat is "now" unless the caller says otherwise.
-    fields.setdefault("heartbeat_at", utcnow())
-    # Select-then-write rather than a dialect-specific upsert keeps this portable; only the
-    # daemon writes this row, so there is no insert race to lose.
-    row = session.get(DaemonState, DAEMON_ROW_ID)
-    if row is None:
-        row = DaemonState(id=DAEMON_ROW_ID, **fields)
-        session.add(row)
-    else:
-        for key, value in fields.items():
-            setattr(row, key, value)
-    session.flush()
-    return row
+def latest_correction(session: Session, image_id: int) -> Correction | None:
+    """The image's most recent correction (the highest id), or None when it has none."""
+    stmt = (
+        select(Correction)
+        .where(Correction.image_id == image_id)
+        .order_by(Correction.id.desc())
+        .limit(1)
+    )
+    return session.scalars(stmt).first()
 
 
-def read_heartbeat(session: Session) -> DaemonState | None:
-    """Return the daemon_state row as currently stored, or None if no daemon ever ran."""
-    # populate_existing: a long-lived session must not answer from its stale identity map.
-    return session.get(DaemonState, DAEMON_ROW_ID, populate_existing=True)
+def delete_correction(session: Session, correction_id: int) -> None:
+    """Delete the correction with this id; no error when there is none (the caller commits)."""
+    session.execute(delete(Correction).where(Correction.id == correction_id))

@@ -4,9 +4,10 @@ The order that makes kill -9 safe at any instant:
   1. plan:   commit a pending row whose dest_path names where the file is about to go;
   2. move:   link into place (never clobbering), then drop the inbox name;
   3. finish: commit the final status and the new path.
-A crash between 1 and 3 leaves a pending row with a dest_path, and `recover` looks at the disk
-to finish the job (recovery.py): the file is either still in the inbox (processed again, same row), already
-at dest_path (the row is completed), or in both places as one inode (the inbox name goes).
+A crash between 1 and 3 leaves a pending row with a dest_path, and `recover` (recovery.py)
+looks at the disk to finish the job: the file is either still in the inbox (processed again,
+same row), already at dest_path (the row is completed), or in both places as one inode (the
+inbox name goes).
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from inboxsort.db import STATUS_DELETED, STATUS_FILED, STATUS_PENDING, Database, Image, utcnow
-from inboxsort.db.queries import (
-    images_by_id,
-    oldest_by_sha256,
-    pending_by_sources,
-    write_heartbeat,
-)
+from inboxsort.db.heartbeat import write_heartbeat
+from inboxsort.db.queries import images_by_id, oldest_by_sha256, pending_by_sources
 from inboxsort.db.retry import retry_locked
 from inboxsort.errors import StoreError
 from inboxsort.files import display_path

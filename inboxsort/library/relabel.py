@@ -5,6 +5,7 @@ Used by `inboxsort label` and `inboxsort reclassify --apply`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import stat
@@ -12,10 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
-from inboxsort.db import STATUS_FILED, Correction, Database, Image, utcnow
-from inboxsort.db.queries import find_filed
+from inboxsort.db import (
+    SOURCE_MOVE,
+    SOURCE_REVIEW,
+    STATUS_FILED,
+    Correction,
+    Database,
+    Image,
+    utcnow,
+)
+from inboxsort.db.queries import delete_correction, find_filed, latest_correction
 from inboxsort.errors import InboxsortError
 from inboxsort.files import display_path, free_name, move_no_clobber, same_file
 from inboxsort.layout import REVIEW_FOLDER, check_class, placement
@@ -25,6 +34,8 @@ log = logging.getLogger(__name__)
 # A name taken between free_name() and the link (another program writing into the folder) is
 # retried with the next free name this many times.
 _MOVE_ATTEMPTS = 3
+# Live, how long after relabel's commit its move may still be under way (relabel_in_flight).
+RELABEL_WINDOW = dt.timedelta(seconds=10)
 
 
 @dataclass(frozen=True)
@@ -62,33 +73,7 @@ def relabel(
 ) -> Relabeled:
     """Record one correction for a filed image and move it to library/<new_label>/."""
     check_class(new_label, classes)
-    # abspath, not resolve(): rows keep the library path as configured, symlinks included.
-    src = Path(os.path.abspath(image_path))  # noqa: PTH100
-    try:
-        st = os.lstat(src)
-    except FileNotFoundError:
-        raise InboxsortError(f"{image_path}: no such file") from None
-    except OSError as exc:
-        raise InboxsortError(f"{image_path}: {exc.strerror or exc}") from None
-    with db.session() as session:
-        row = (
-            None
-            if stat.S_ISDIR(st.st_mode)
-            else find_filed(
-                session,
-                path=display_path(src),
-                device=st.st_dev,
-                inode=st.st_ino,
-                size=st.st_size,
-            )
-        )
-        if row is None:
-            raise InboxsortError(
-                f"{image_path} is not a filed image in the database: only images the daemon "
-                f"filed into {library} can be labelled"
-            )
-        image_id = row.id
-        before = _Before(row.label, row.path, row.dest_path, row.score, row.model_version)
+    src, image_id, before = _filed_row(db, image_path, library=library)
     here = placement(src, library=library, classes=classes, review_folder=review_folder)
     if here.label == new_label and before.label == new_label:
         if before.path != display_path(src):
@@ -126,6 +111,40 @@ def relabel(
         log.info("labelled %s as %s (was %s): %s", src.name, new_label, before.label, target)
         return Relabeled(image_id, before.label, new_label, src, target, correction_id)
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _filed_row(db: Database, image_path: Path, *, library: Path) -> tuple[Path, int, _Before]:
+    """The file's absolute path, and the id and current values of the filed row it is."""
+    # abspath, not resolve(): rows keep the library path as configured, symlinks included.
+    src = Path(os.path.abspath(image_path))  # noqa: PTH100
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        raise InboxsortError(f"{image_path}: no such file") from None
+    except OSError as exc:
+        raise InboxsortError(f"{image_path}: {exc.strerror or exc}") from None
+    with db.session() as session:
+        row = (
+            None
+            if stat.S_ISDIR(st.st_mode)
+            else find_filed(
+                session,
+                path=display_path(src),
+                device=st.st_dev,
+                inode=st.st_ino,
+                size=st.st_size,
+            )
+        )
+        if row is None:
+            raise InboxsortError(
+                f"{image_path} is not a filed image in the database: only images the daemon "
+                f"filed into {library} can be labelled"
+            )
+        return (
+            src,
+            row.id,
+            _Before(row.label, row.path, row.dest_path, row.score, row.model_version),
+        )
 
 
 def _write(
@@ -171,7 +190,7 @@ def _revert(db: Database, image_id: int, before: _Before, correction_id: int | N
             row.label, row.path, row.dest_path = before.label, before.path, before.dest_path
             row.score, row.model_version = before.score, before.model_version
         if correction_id is not None:
-            session.execute(delete(Correction).where(Correction.id == correction_id))
+            delete_correction(session, correction_id)
 
 
 def _moved_anyway(src: Path, target: Path) -> bool:
@@ -191,3 +210,17 @@ def _refresh_location(db: Database, image_id: int, path: Path) -> None:
         row = session.get(Image, image_id)
         if row is not None and (row.device, row.inode) != (st.st_dev, st.st_ino):
             row.device, row.inode = st.st_dev, st.st_ino
+
+
+def relabel_in_flight(session: Session, row: Image, text: str, *, recent: bool = False) -> bool:
+    """Whether relabel() recorded moving `row` away from `text` and has not moved it yet."""
+    if os.path.lexists(row.path):
+        return False
+    last = latest_correction(session, row.id)
+    if last is None or last.source in (SOURCE_MOVE, SOURCE_REVIEW):
+        return False
+    if (last.old_path, last.new_path) != (text, row.path):
+        return False
+    # Live, the window between relabel's commit and its move is milliseconds; at start-up
+    # (recent=False) any age counts: the relabel was stopped before it could move.
+    return not recent or utcnow() - last.created_at < RELABEL_WINDOW

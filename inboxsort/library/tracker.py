@@ -1,12 +1,12 @@
 """The plain half of the library watcher: which filed image a file is, and what its move means.
 
 No threads and no clock reads: `handle(event, now)`, `flush(now)` and `reconcile()` are called
-by the worker in library.py (or directly by tests). See library.py for the daemon's wiring.
+by the worker in watcher.py (or directly by tests). See watcher.py for the daemon's wiring, and
+reconcile.py for the start-up pass over the library.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import stat
@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from inboxsort.config import DEFAULT_IGNORE
@@ -29,36 +28,23 @@ from inboxsort.db import (
     Image,
     utcnow,
 )
-from inboxsort.db.queries import find_by_location, newest_filed_at
+from inboxsort.db.queries import (
+    filed_paths,
+    find_by_location,
+    newest_filed_at,
+    other_filed_at,
+    pending_at,
+    with_sha256,
+)
 from inboxsort.files import Ignore, display_path, same_file, scan, sha256_or_none
 from inboxsort.layout import REVIEW_FOLDER, Placement, placement
+from inboxsort.library.events import CLOSED, CREATED, DELETED, MOVED, LibraryEvent
+from inboxsort.library.reconcile import ReconcileReport, reconcile
+from inboxsort.library.relabel import relabel_in_flight
 from inboxsort.model.live import LiveModel
 from inboxsort.own_filings import OwnFilings
 
 log = logging.getLogger(__name__)
-
-CREATED, MOVED, DELETED, CLOSED = "created", "moved", "deleted", "closed"
-
-
-@dataclass(frozen=True)
-class LibraryEvent:
-    """One watchdog event, reduced to what the tracker needs (MOVED: `src` → `path`)."""
-
-    kind: str
-    path: Path
-    src: Path | None = None
-    is_dir: bool = False
-
-
-@dataclass(frozen=True)
-class ReconcileReport:
-    """What reconcile() found: filed rows checked, missing ones, and what became of them."""
-
-    checked: int = 0
-    missing: int = 0
-    moved: int = 0
-    corrected: int = 0
-    deleted: int = 0
 
 
 @dataclass
@@ -70,7 +56,6 @@ class _Orphan:
     tried_key: tuple[int, int, int, int] | None = None
 
 
-RELABEL_WINDOW = dt.timedelta(seconds=10)
 _SKIP = object()  # _identify: the file is the daemon's own filing in progress, or known
 
 
@@ -100,7 +85,7 @@ class LibraryTracker:
         self.review_folder_name = review_folder_name
         self.grace_seconds = grace_seconds
         self.orphan_seconds = orphan_seconds
-        self._ignore = Ignore(library, ignore)
+        self.ignore = Ignore(library, ignore)  # reconcile.py scans with it too
         self._missing: dict[int, float] = {}  # row id → when it is declared deleted
         self._orphans: dict[Path, _Orphan] = {}
         self._hashes: dict[tuple[int, int, int, int], str | None] = {}
@@ -143,7 +128,7 @@ class LibraryTracker:
 
     def _arrived(self, path: Path, now: float) -> None:
         """A file (or folder of files) appeared at `path`: whose is it, and what did it mean?"""
-        if self._ignore(path):
+        if self.ignore(path):
             return
         # Taken before the lookup below; an event retried after "database is locked" then
         # simply looks the file up.
@@ -153,7 +138,7 @@ class LibraryTracker:
         except OSError:
             return  # gone again: its next event says where to
         if stat.S_ISDIR(st.st_mode):
-            for child in scan(path, recursive=True, ignore=self._ignore):
+            for child in scan(path, recursive=True, ignore=self.ignore):
                 self._arrived(child, now)
             return
         if mine == (st.st_dev, st.st_ino):
@@ -168,7 +153,7 @@ class LibraryTracker:
             row = self._identify(session, path, st)
             row_id = row.id if isinstance(row, Image) else None
             if isinstance(row, Image):
-                self._apply(session, row, path, st)
+                self.apply(session, row, path, st)
         # Memory changes only after the commit, so a retried event starts from the same state.
         if row_id is not None:
             self._missing.pop(row_id, None)
@@ -182,14 +167,9 @@ class LibraryTracker:
         """A file or folder left `path`: its rows are missing, unless a copy is already here."""
         for orphan in [p for p in self._orphans if p == path or p.is_relative_to(path)]:
             del self._orphans[orphan]
-        text = display_path(path)
-        where = Image.path == text
-        if is_dir:
-            # Everything below the folder, as a range the path index serves ('0' follows '/').
-            where = (Image.path > text + os.sep) & (Image.path < text + chr(ord(os.sep) + 1))
         with self.db.session() as session:
-            stmt = select(Image.id, Image.path).where(Image.status == STATUS_FILED, where)
-            gone = [r.id for r in session.execute(stmt) if not os.path.lexists(r.path)]
+            rows = filed_paths(session, display_path(path), below=is_dir)
+            gone = [row_id for row_id, text in rows if not os.path.lexists(text)]
         for row_id in gone:
             if not self._adopt_orphan(row_id):
                 self._missing.setdefault(row_id, now + self.grace_seconds)
@@ -218,7 +198,7 @@ class LibraryTracker:
                 except OSError:
                     continue
                 if self._content_of(row, path, st):
-                    self._apply(session, row, path, st)
+                    self.apply(session, row, path, st)
                     break
             else:
                 return False
@@ -236,7 +216,7 @@ class LibraryTracker:
                 return _SKIP  # the daemon is filing it right now; its commit follows
             if row.path != text and same_file(Path(row.path), path):
                 return None  # a second name (a hard link, or a link-then-unlink move half done)
-            if row.status == STATUS_FILED and self._relabel_from(session, row, text, recent=True):
+            if row.status == STATUS_FILED and relabel_in_flight(session, row, text, recent=True):
                 # relabel() has committed the new path and is about to move this file: an
                 # old event for it must not undo that. Kept as an orphan, so that if the user
                 # really moved it back, the deletion at the new path finds it here.
@@ -245,25 +225,17 @@ class LibraryTracker:
                 return row
         # The daemon files under dest_path before its final commit; a cross-filesystem copy
         # has a new inode, so the path is what tells its own filing from a user's action.
-        # (Pending rows are few, so the status index keeps this cheap as the table grows.)
-        pending = select(Image.id).where(
-            Image.status == STATUS_PENDING, or_(Image.dest_path == text, Image.path == text)
-        )
-        if session.execute(pending.limit(1)).first() is not None:
+        if pending_at(session, text):
             return _SKIP
         here = newest_filed_at(session, text)
         if here is not None:
             # Saved over in place by an editor (write, then rename): same image, new inode.
             here.device, here.inode = st.st_dev, st.st_ino
             return _SKIP
-        sha = self._sha(path, st)
+        sha = self.sha(path, st)
         if sha is None:
             return None
-        candidates = session.scalars(
-            select(Image)
-            .where(Image.sha256 == sha, Image.status.in_((STATUS_FILED, STATUS_DELETED)))
-            .order_by(Image.id.desc())
-        ).all()
+        candidates = with_sha256(session, sha, statuses=(STATUS_FILED, STATUS_DELETED))
         # Copied here and the original removed (rsync, a file manager across mounts): a row
         # whose own file is gone. Rows deleted from the inbox never were in the library.
         gone = [
@@ -286,7 +258,7 @@ class LibraryTracker:
         """Whether an inode match is really this row's file and not a reused inode."""
         if row.size is not None:
             return row.size == st.st_size
-        return not row.sha256 or self._sha(path, st) == row.sha256
+        return not row.sha256 or self.sha(path, st) == row.sha256
 
     def _content_of(self, row: Image, path: Path, st: os.stat_result) -> bool:
         """Whether the file is the row's: its inode, else its content hash."""
@@ -294,9 +266,9 @@ class LibraryTracker:
             return self._same(row, path, st)
         if not row.sha256 or row.size not in (None, st.st_size):
             return False
-        return self._sha(path, st) == row.sha256
+        return self.sha(path, st) == row.sha256
 
-    def _sha(self, path: Path, st: os.stat_result) -> str | None:
+    def sha(self, path: Path, st: os.stat_result) -> str | None:
         """SHA-256 of the file, cached by (device, inode, size, mtime)."""
         key = _key(st)
         if key not in self._hashes:
@@ -307,7 +279,7 @@ class LibraryTracker:
 
     # ---- applying -----------------------------------------------------------------------
 
-    def _apply(self, session: Session, row: Image, path: Path, st: os.stat_result) -> bool:
+    def apply(self, session: Session, row: Image, path: Path, st: os.stat_result) -> bool:
         """Point `row` at its file's new place; record a correction if it was one. Flushes."""
         text = display_path(path)
         row.device, row.inode = st.st_dev, st.st_ino
@@ -318,11 +290,7 @@ class LibraryTracker:
             row.path, row.dest_path = text, None
             return False
         # `mv -f` over another filed image replaces that image's file: it is gone.
-        for other in session.scalars(
-            select(Image).where(
-                Image.path == text, Image.status == STATUS_FILED, Image.id != row.id
-            )
-        ):
+        for other in other_filed_at(session, text, besides=row.id):
             other.status = STATUS_DELETED
             log.info("replaced in the library by another image: %s", text)
         was = self._placement(Path(row.path))
@@ -360,83 +328,4 @@ class LibraryTracker:
 
     def reconcile(self) -> ReconcileReport:
         """Start-up: find filed images moved while no daemon ran; mark the rest deleted."""
-        with self.db.session() as session:
-            rows = session.execute(
-                select(
-                    Image.id, Image.path, Image.device, Image.inode, Image.size, Image.sha256
-                ).where(Image.status == STATUS_FILED)
-            ).all()
-        missing = [r for r in rows if not os.path.lexists(r.path)]
-        if not missing:
-            return ReconcileReport(checked=len(rows))
-        # One pass over the library: every file that is not already some filed row's file.
-        known = {r.path for r in rows}
-        loose: dict[tuple[int, int], tuple[Path, os.stat_result]] = {}
-        for path in scan(self.library, recursive=True, ignore=self._ignore):
-            if display_path(path) not in known:
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                loose[(st.st_dev, st.st_ino)] = (path, st)
-        sizes = {r.size for r in missing}
-        by_sha: dict[str, list[tuple[int, int]]] | None = None
-        moved = corrected = deleted = 0
-        for r in missing:
-            found = (r.device, r.inode) if (r.device, r.inode) in loose else None
-            if found is not None and not self._same_values(r.size, r.sha256, *loose[found]):
-                found = None
-            if found is None and r.sha256:
-                if by_sha is None:  # hash only files whose size some missing row has
-                    by_sha = {}
-                    for ino, (path, st) in loose.items():
-                        if None in sizes or st.st_size in sizes:
-                            by_sha.setdefault(self._sha(path, st) or "", []).append(ino)
-                found = next((k for k in by_sha.get(r.sha256, []) if k in loose), None)
-            with self.db.begin() as session:
-                row = session.get(Image, r.id)
-                if row is None or row.status != STATUS_FILED or os.path.lexists(row.path):
-                    continue  # changed since the first look
-                if found is None:
-                    row.status = STATUS_DELETED
-                    deleted += 1
-                    log.info("deleted from the library while stopped: %s", row.path)
-                    continue
-                path, st = loose.pop(found)
-                if self._relabel_from(session, row, display_path(path)):
-                    row.path, row.dest_path = display_path(path), None
-                    row.device, row.inode = st.st_dev, st.st_ino
-                    log.warning("a relabel of %s was interrupted; label kept", path)
-                    moved += 1
-                    continue
-                corrected += self._apply(session, row, path, st)
-                moved += 1
-        report = ReconcileReport(len(rows), len(missing), moved, corrected, deleted)
-        log.info("library reconciled: %s", report)
-        return report
-
-    def _same_values(
-        self, size: int | None, sha: str | None, path: Path, st: os.stat_result
-    ) -> bool:
-        if size is not None:
-            return size == st.st_size
-        return not sha or self._sha(path, st) == sha
-
-    @staticmethod
-    def _relabel_from(session: Session, row: Image, text: str, *, recent: bool = False) -> bool:
-        """Whether relabel() recorded moving `row` away from `text` and has not moved it yet."""
-        if os.path.lexists(row.path):
-            return False
-        last = session.scalars(
-            select(Correction)
-            .where(Correction.image_id == row.id)
-            .order_by(Correction.id.desc())
-            .limit(1)
-        ).first()
-        if last is None or last.source in (SOURCE_MOVE, SOURCE_REVIEW):
-            return False
-        if (last.old_path, last.new_path) != (text, row.path):
-            return False
-        # Live, the window between relabel's commit and its move is milliseconds; at start-up
-        # (recent=False) any age counts: the relabel was stopped before it could move.
-        return not recent or utcnow() - last.created_at < RELABEL_WINDOW
+        return reconcile(self)

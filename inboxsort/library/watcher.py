@@ -39,15 +39,9 @@ from watchdog.events import (
 )
 
 from inboxsort.db.retry import retry_locked
-from inboxsort.library.tracker import (
-    CLOSED,
-    CREATED,
-    DELETED,
-    MOVED,
-    LibraryEvent,
-    LibraryTracker,
-    ReconcileReport,
-)
+from inboxsort.library.events import CLOSED, CREATED, DELETED, MOVED, LibraryEvent
+from inboxsort.library.reconcile import ReconcileReport
+from inboxsort.library.tracker import LibraryTracker
 
 __all__ = [
     "CLOSED",

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from inboxsort.cli.query import build_select, glob_to_like, parse_query
+from inboxsort.cli.query import parse_query
 from inboxsort.config import load_config
 from inboxsort.db import (
     Image,
     open_database,
 )
+from inboxsort.db.search import build_select
 from inboxsort.errors import ConfigError
 from tests.helpers.querysite import AGE, BY_AGE, NOW, ROWS, Site, build_site, run
 
@@ -91,11 +92,6 @@ def test_iso_datetime_filters(site: Site) -> None:
     since = (site.now - AGE(days=6)).isoformat()
     until = (site.now - AGE(minutes=5)).isoformat()
     assert ids(site, since=since, until=until) == [4, 3, 2, 1]
-
-
-def test_glob_to_like_escapes_like_wildcards() -> None:
-    assert glob_to_like("a*b?c") == "a%b_c"
-    assert glob_to_like("100%_x\\") == "100\\%\\_x\\\\"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 from inboxsort.cli.stats import collect_stats, daemon_status, render_stats
 from inboxsort.config import Config, load_config
 from inboxsort.db import DAEMON_RUNNING, DAEMON_STOPPED, DaemonState, open_database, utcnow
-from inboxsort.db.queries import write_heartbeat
+from inboxsort.db.heartbeat import write_heartbeat
 from tests.helpers.querysite import AGE, NOW, Site, build_site, run
 
 

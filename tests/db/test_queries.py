@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from inboxsort.db import (
-    DAEMON_ROW_ID,
     SOURCE_LABEL,
     SOURCE_MOVE,
     STATUS_DELETED,
@@ -20,22 +18,26 @@ from inboxsort.db import (
     STATUS_FILED,
     STATUS_PENDING,
     Correction,
-    DaemonState,
     Database,
     Image,
     ModelVersion,
-    utcnow,
 )
 from inboxsort.db.queries import (
+    FiledFile,
     corrections_since,
+    delete_correction,
+    filed_files,
+    filed_paths,
     find_by_location,
     images_by_id,
+    latest_correction,
     newest_filed_at,
     oldest_by_sha256,
+    other_filed_at,
+    pending_at,
     pending_by_sources,
     pending_images,
-    read_heartbeat,
-    write_heartbeat,
+    with_sha256,
 )
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -146,45 +148,100 @@ def test_corrections_since(session: Session) -> None:
     assert unused.created_at.tzinfo is not None
 
 
-def test_heartbeat_upsert_keeps_one_row(db: Database) -> None:
-    with db.session() as s:
-        assert read_heartbeat(s) is None
-        write_heartbeat(s, pid=100, hostname="box", state="starting", started_at=utcnow())
-        s.commit()
-    with db.session() as s:
-        row = write_heartbeat(s, state="running", queue_depth=3, processed=10, last_batch_ms=12.5)
-        s.commit()
-        assert row.id == DAEMON_ROW_ID
-    with db.session() as s:
-        beat = read_heartbeat(s)
-        assert beat is not None
-        assert (beat.pid, beat.hostname, beat.state) == (100, "box", "running")
-        assert (beat.queue_depth, beat.processed, beat.failed) == (3, 10, 0)
-        assert beat.heartbeat_at is not None and beat.heartbeat_at.tzinfo is not None
-        assert s.scalar(select(func.count()).select_from(DaemonState)) == 1
-
-
-def test_read_heartbeat_sees_fresh_values_in_a_long_session(db: Database) -> None:
-    with db.session() as reader:
-        with db.session() as s:
-            write_heartbeat(s, state="running")
-            s.commit()
-        assert (beat := read_heartbeat(reader)) is not None and beat.state == "running"
-        reader.rollback()  # end the read snapshot, as a polling CLI would between reads
-        with db.session() as s:
-            write_heartbeat(s, state="stopped")
-            s.commit()
-        assert (beat := read_heartbeat(reader)) is not None and beat.state == "stopped"
-
-
-def test_write_heartbeat_rejects_unknown_fields(session: Session) -> None:
-    with pytest.raises(TypeError, match="bogus"):
-        write_heartbeat(session, bogus=1)
-
-
 def test_model_version_defaults(session: Session) -> None:
     session.add(ModelVersion(version=3, path="/m/3", classes=["cats", "dogs"]))
     session.flush()
     mv = session.get(ModelVersion, 3, populate_existing=True)
     assert mv is not None
     assert mv.active is False and mv.metrics == {} and mv.classes == ["cats", "dogs"]
+
+
+def test_filed_files_are_the_filed_rows_as_plain_values(session: Session) -> None:
+    a = _add(session, "a.jpg", device=7, inode=1, size=10, sha256="ab" * 32)
+    b = _add(session, "b.jpg")  # read before its size and inode were known
+    _add(session, "c.jpg", status=STATUS_DELETED, device=7, inode=3)
+    _add(session, "d.jpg", status=STATUS_PENDING)
+    found = sorted(filed_files(session))
+    assert found == [
+        FiledFile(a.id, "/lib/a.jpg", 7, 1, 10, "ab" * 32),
+        FiledFile(b.id, "/lib/b.jpg", None, None, None, None),
+    ]
+    assert all(isinstance(f, FiledFile) for f in found)
+
+
+def test_filed_paths_at_a_path_or_below_a_folder(session: Session) -> None:
+    top = _add(session, "cats", path="/lib/cats")  # a file named like the folder
+    a = _add(session, "a.jpg", path="/lib/cats/a.jpg")
+    deep = _add(session, "b.jpg", path="/lib/cats/2024/b.jpg")
+    _add(session, "c.jpg", path="/lib/cats2/c.jpg")  # a sibling whose name only begins alike
+    _add(session, "d.jpg", path="/lib/cats.jpg")
+    _add(session, "e.jpg", path="/lib/cats/e.jpg", status=STATUS_DELETED)
+    _add(session, "f.jpg", path="/lib/cats/f.jpg", status=STATUS_PENDING)
+    assert filed_paths(session, "/lib/cats") == [(top.id, "/lib/cats")]
+    assert filed_paths(session, "/lib/cats/a.jpg") == [(a.id, "/lib/cats/a.jpg")]
+    assert sorted(filed_paths(session, "/lib/cats", below=True)) == [
+        (a.id, "/lib/cats/a.jpg"),
+        (deep.id, "/lib/cats/2024/b.jpg"),
+    ]
+    assert filed_paths(session, "/lib/cats/a.jpg", below=True) == []
+    assert filed_paths(session, "/lib/nowhere") == []
+
+
+def test_other_filed_at_leaves_out_the_given_image(session: Session) -> None:
+    mover = _add(session, "a.jpg", path="/lib/dogs/a.jpg")
+    first = _add(session, "x.jpg", path="/lib/dogs/a.jpg")
+    second = _add(session, "y.jpg", path="/lib/dogs/a.jpg")
+    _add(session, "z.jpg", path="/lib/dogs/a.jpg", status=STATUS_DELETED)
+    _add(session, "w.jpg", path="/lib/dogs/w.jpg")
+    assert other_filed_at(session, "/lib/dogs/a.jpg", besides=mover.id) == [first, second]
+    assert other_filed_at(session, "/lib/dogs/a.jpg", besides=first.id) == [mover, second]
+    assert other_filed_at(session, "/lib/dogs/w.jpg", besides=10**9) != []
+    assert other_filed_at(session, "/lib/cats/a.jpg", besides=mover.id) == []
+
+
+def test_pending_at_its_destination_or_still_at_its_path(session: Session) -> None:
+    row = _add(session, "a.jpg", status=STATUS_PENDING, path="/inbox/a.jpg")
+    row.dest_path = "/lib/cats/a.jpg"
+    _add(session, "b.jpg", path="/lib/cats/b.jpg")  # filed, not pending
+    _add(session, "c.jpg", status=STATUS_FAILED, path="/failed/c.jpg", dest_path="/x/c.jpg")
+    session.flush()
+    assert pending_at(session, "/lib/cats/a.jpg") is True
+    assert pending_at(session, "/inbox/a.jpg") is True
+    assert pending_at(session, "/lib/cats/b.jpg") is False
+    assert pending_at(session, "/x/c.jpg") is False
+    row.status = STATUS_FILED
+    assert pending_at(session, "/lib/cats/a.jpg") is False
+
+
+def test_with_sha256_is_newest_first_and_filters_by_status(session: Session) -> None:
+    digest = "ef" * 32
+    old = _add(session, "old.jpg", sha256=digest)
+    gone = _add(session, "gone.jpg", sha256=digest, status=STATUS_DELETED)
+    _add(session, "bad.jpg", sha256=digest, status=STATUS_FAILED)
+    new = _add(session, "new.jpg", sha256=digest, minutes=-5)  # received earlier, newer id
+    _add(session, "other.jpg", sha256="01" * 32)
+    assert with_sha256(session, digest) == [new, old]
+    assert with_sha256(session, digest, statuses=(STATUS_FILED, STATUS_DELETED)) == [
+        new,
+        gone,
+        old,
+    ]
+    assert with_sha256(session, "99" * 32) == []
+
+
+def test_latest_correction_and_delete_correction(session: Session) -> None:
+    image = _add(session, "a.jpg", label="cats")
+    other = _add(session, "b.jpg", label="dogs")
+    assert latest_correction(session, image.id) is None
+    first = Correction(image_id=image.id, old_label="cats", new_label="dogs", source=SOURCE_MOVE)
+    second = Correction(image_id=image.id, old_label="dogs", new_label="cats", source=SOURCE_LABEL)
+    theirs = Correction(image_id=other.id, new_label="cats", source=SOURCE_LABEL)
+    session.add_all([first, second, theirs])
+    session.flush()
+    assert latest_correction(session, image.id) is second
+    assert latest_correction(session, other.id) is theirs
+    delete_correction(session, second.id)
+    assert latest_correction(session, image.id) is first
+    delete_correction(session, 10**9)  # none with that id: nothing happens
+    assert latest_correction(session, other.id) is theirs
+    assert session.get(Correction, second.id) is None

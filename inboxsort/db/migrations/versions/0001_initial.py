@@ -23,6 +23,13 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Create the four tables and their indexes."""
     # Explicit DDL (not metadata.create_all) so this revision stays fixed as the models evolve.
+    _create_images()
+    _create_corrections()
+    _create_model_versions()
+    _create_daemon_state()
+
+
+def _create_images() -> None:
     op.create_table(
         "images",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -55,6 +62,8 @@ def upgrade() -> None:
     op.create_index("ix_images_status", "images", ["status"])
     op.create_index("ix_images_device_inode", "images", ["device", "inode"])
 
+
+def _create_corrections() -> None:
     op.create_table(
         "corrections",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -71,6 +80,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_corrections_image_id", "corrections", ["image_id"])
 
+
+def _create_model_versions() -> None:
     op.create_table(
         "model_versions",
         sa.Column("version", sa.Integer(), autoincrement=False, nullable=False),
@@ -86,6 +97,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("version", name="pk_model_versions"),
     )
 
+
+def _create_daemon_state() -> None:
     op.create_table(
         "daemon_state",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
