@@ -82,11 +82,11 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         """Return a stored value as an aware UTC datetime."""
         if value is None:
             return None
-        if isinstance(value, str):  # raw text written by something other than SQLAlchemy
-            value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        # Raw text is what something other than SQLAlchemy wrote into the SQLite file.
+        moment: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
 
 
 class Base(DeclarativeBase):
