@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from inboxsort.errors import ModelError
 from inboxsort.files import fsync_dir
@@ -20,7 +20,14 @@ BUILTIN = 0  # the version number of the model shipped inside the package
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin_model"
 
 
-def write_version_folder(model: Any, card: dict[str, Any], dest: Path) -> Path:
+class SavesItself(Protocol):
+    """A model that writes its own .keras file: a keras.Model, or a file already saved."""
+
+    def save(self, filepath: Path, /) -> None:
+        """Write the model to `filepath`."""
+
+
+def write_version_folder(model: SavesItself, card: dict[str, Any], dest: Path) -> Path:
     """Save model and card into a temp folder beside dest, fsync, then rename it into place."""
     if dest.exists():
         raise ModelError(f"model folder {dest} already exists; versions are never overwritten")

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
-from inboxsort.db import Database, ModelVersion, utcnow
+from inboxsort.db import Database
+from inboxsort.db import versions as version_rows
 from inboxsort.errors import ConfigError, ModelError
 from inboxsort.model.artifact import (
     BUILTIN,
     BUILTIN_DIR,
+    SavesItself,
     load_classifier,
     read_card,
     write_version_folder,
@@ -73,7 +72,7 @@ class ModelStore:
 
     def _next_version(self) -> int:
         with self.db.session() as session:
-            rows = session.scalars(select(ModelVersion.version)).all()
+            rows = version_rows.version_numbers(session)
         on_disk = [
             int(p.name)
             for p in (self.models_dir.iterdir() if self.models_dir.is_dir() else [])
@@ -83,7 +82,7 @@ class ModelStore:
 
     def register(
         self,
-        model: Any,
+        model: SavesItself,
         card: dict[str, Any],
         *,
         parent: int | None,
@@ -99,45 +98,38 @@ class ModelStore:
             if activate:
                 # In the same transaction as the insert: no reader ever sees the new version
                 # registered (and promoted) while another one is still active.
-                _deactivate_all(session)
-            session.add(
-                ModelVersion(
-                    version=version,
-                    created_at=utcnow(),
-                    path=str(folder),
-                    metrics=card.get("metrics"),
-                    active=activate,
-                    parent=parent,
-                    promoted=promoted,
-                    note=note,
-                    image_size=card.get("image_size"),
-                    classes=card.get("classes"),
-                )
+                version_rows.deactivate_all(session)
+            version_rows.add_version(
+                session,
+                version=version,
+                path=str(folder),
+                metrics=card.get("metrics"),
+                active=activate,
+                parent=parent,
+                promoted=promoted,
+                note=note,
+                image_size=card.get("image_size"),
+                classes=card.get("classes"),
             )
         return self.info(version)
 
     def active_version(self) -> int:
         """The version serving now: the active row, or the builtin when none is active."""
         with self.db.session() as session:
-            active = session.scalars(
-                select(ModelVersion.version).where(ModelVersion.active.is_(True))
-            ).first()
+            active = version_rows.active_version(session)
         return BUILTIN if active is None else int(active)
 
     def activate(self, version: int) -> None:
         """Make one version the active one (BUILTIN deactivates every registered version)."""
         with self.db.session() as session, session.begin():
             if version != BUILTIN:
-                row = session.get(ModelVersion, version)
-                if row is None:
+                if version_rows.version_row(session, version) is None:
                     raise ModelError(f"model version {version} is not registered")
                 if not (self.folder(version) / "model.keras").exists():
                     raise ModelError(f"model version {version}: {self.folder(version)} is missing")
-            _deactivate_all(session)
+            version_rows.deactivate_all(session)
             if version != BUILTIN:
-                session.execute(
-                    update(ModelVersion).where(ModelVersion.version == version).values(active=True)
-                )
+                version_rows.mark_active(session, version)
 
     def rollback(self) -> int:
         """Activate the active version's parent (or the builtin); returns the version now active."""
@@ -145,7 +137,7 @@ class ModelStore:
         if current == BUILTIN:
             raise ModelError("the shipped model is active; there is nothing to roll back to")
         with self.db.session() as session:
-            row = session.get(ModelVersion, current)
+            row = version_rows.version_row(session, current)
             parent = row.parent if row is not None and row.parent is not None else BUILTIN
         self.activate(parent)
         return parent
@@ -157,7 +149,7 @@ class ModelStore:
     def versions(self) -> list[VersionInfo]:
         """Every registered version, oldest first, after the builtin."""
         with self.db.session() as session:
-            rows = session.scalars(select(ModelVersion).order_by(ModelVersion.version)).all()
+            rows = version_rows.versions_in_order(session)
         any_active = any(r.active for r in rows)
         infos = [builtin_info(active=not any_active)]
         for r in rows:
@@ -189,11 +181,6 @@ class ModelStore:
                 )
             raise ModelError(f"model version {chosen}: {folder} has no model.keras")
         return load_classifier(folder, version=chosen)
-
-
-def _deactivate_all(session: Session) -> None:
-    """Clear the active flag of every registered version (within the caller's transaction)."""
-    session.execute(update(ModelVersion).where(ModelVersion.active.is_(True)).values(active=False))
 
 
 def require_model(store: ModelStore) -> Classifier:

@@ -1,1 +1,1 @@
-"""The trainer: datasets, the transfer-learning recipe, training, evaluation, model versions."""
+"""The trainer: datasets, the transfer-learning recipe, training, evaluation, retraining."""

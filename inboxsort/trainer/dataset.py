@@ -37,13 +37,11 @@ class Splits:
 
     def fingerprint(self) -> str:
         """A hash over classes and every file's content and split, to tell when data changed."""
-        digest = hashlib.sha256("|".join(self.classes).encode())
-        for name, part in (("train", self.train), ("validation", self.validation)):
-            for sample in sorted(part, key=lambda s: s.sha256):
-                digest.update(f"{name}:{sample.label}:{sample.sha256}".encode())
-        for sample in sorted(self.test, key=lambda s: s.sha256):
-            digest.update(f"test:{sample.label}:{sample.sha256}".encode())
-        return digest.hexdigest()
+        parts = ["|".join(self.classes)]
+        named = (("train", self.train), ("validation", self.validation), ("test", self.test))
+        for name, part in named:
+            parts += [f"{name}:{s.label}:{s.sha256}" for s in sorted(part, key=lambda s: s.sha256)]
+        return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 def hash_fraction(sha256: str) -> float:

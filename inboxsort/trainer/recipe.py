@@ -9,7 +9,6 @@ from typing import Any
 from inboxsort.errors import ModelError
 
 BACKBONE = "mobilenet_v2_1.0"
-BASE_NAME = "mobilenetv2_1.00"
 # The sizes for which Keras publishes MobileNetV2 ImageNet weights (alpha 1.0, no top).
 WEIGHT_SIZES = (96, 128, 160, 192, 224)
 

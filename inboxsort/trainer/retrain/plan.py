@@ -12,14 +12,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import select
 
 from inboxsort.config import Config
-from inboxsort.db import SOURCE_RECLASSIFY, STATUS_FILED, Correction, Database, Image
+from inboxsort.db import Correction, Database
+from inboxsort.db.queries import images_by_id
+from inboxsort.db.training import confirmed_images
 from inboxsort.files import sha256_or_none
-from inboxsort.trainer.dataset import discover, hash_fraction
+from inboxsort.trainer.dataset import Sample, discover, hash_fraction
+from inboxsort.trainer.retrain.records import LabelledPath, PlanSummary
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ class Item:
     path: str
     label: int
     sha256: str
+
+    def labelled(self) -> LabelledPath:
+        """(path, label) as the worker's job lists it."""
+        return (self.path, self.label)
 
 
 @dataclass
@@ -56,16 +60,16 @@ class RetrainPlan:
         """Corrected images first, then the replay sample."""
         return self.corrections + self.replay
 
-    def summary(self) -> dict[str, Any]:
-        """Counts for the card and the log."""
-        return {
-            "corrections": len(self.corrections),
-            "replay": len(self.replay),
-            "held_out_corrections": len(self.held_out),
-            "gate_set": len(self.gate),
-            "gate_source": self.gate_source,
-            "ignored": dict(self.ignored),
-        }
+    def summary(self) -> PlanSummary:
+        """Counts for the card and the metrics."""
+        return PlanSummary(
+            corrections=len(self.corrections),
+            replay=len(self.replay),
+            held_out_corrections=len(self.held_out),
+            gate_set=len(self.gate),
+            gate_source=self.gate_source,
+            ignored=dict(self.ignored),
+        )
 
     def describe(self) -> str:
         """The summary as one line."""
@@ -83,11 +87,13 @@ def make_plan(
     pool: Sequence[Correction],
     *,
     active: int,
-    card: dict[str, Any],
+    classes: Sequence[str],
 ) -> RetrainPlan:
-    """Split the correction pool into training and held-out images, add replay and gate sets."""
-    classes = tuple(card["classes"])
-    plan = RetrainPlan(active=active, classes=classes)
+    """Split the correction pool into training and held-out images, add replay and gate sets.
+
+    `pool` is oldest first; `classes` are the active version's, whose indices label the items.
+    """
+    plan = RetrainPlan(active=active, classes=tuple(classes))
     _split_corrections(plan, db, pool, holdout=config.retrain.holdout)
     # Nothing that judges the candidate may also teach it.
     judging = {i.sha256 for i in plan.held_out}
@@ -110,10 +116,7 @@ def _split_corrections(
     for correction in pool:  # oldest first
         by_image.setdefault(correction.image_id, []).append(correction)
     with db.session() as session:
-        images = {
-            row.id: row
-            for row in session.scalars(select(Image).where(Image.id.in_(list(by_image))))
-        }
+        images = images_by_id(session, by_image)
     for image_id, rows in by_image.items():
         last = rows[-1]
         image = images.get(image_id)
@@ -150,7 +153,7 @@ def _from_dataset(
     """Replay from train.data's training split; judge on its test split."""
     splits = discover(data)
 
-    def mapped(samples: Iterable[Any]) -> list[Item]:
+    def mapped(samples: Iterable[Sample]) -> list[Item]:
         items = []
         for s in samples:
             name = splits.classes[s.label]
@@ -170,17 +173,7 @@ def _from_library(
     """Replay and judge on confirmed images: filed in library/<label>/ and never corrected."""
     library = config.paths.library
     with db.session() as session:
-        # A reclassified image left in place is like one the daemon filed: a model's label
-        # the user let stand. Any other correction makes it a correction, not a confirmation.
-        corrected = select(Correction.image_id).where(Correction.source != SOURCE_RECLASSIFY)
-        rows = session.execute(
-            select(Image.path, Image.label, Image.sha256).where(
-                Image.status == STATUS_FILED,
-                Image.label.in_(list(plan.classes)),
-                Image.sha256.is_not(None),
-                Image.id.not_in(corrected),
-            )
-        ).all()
+        rows = confirmed_images(session, plan.classes)
     items = sorted(
         (
             Item(path, plan.classes.index(label), sha)

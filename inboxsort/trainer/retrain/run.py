@@ -1,8 +1,8 @@
 """Learning from corrections: decide, plan and judge here; train in a niced, killable child.
 
 This process never imports TensorFlow. It counts new corrections, picks the images (corrected,
-replayed, held out), writes a job file, runs `python -m inboxsort.trainer.retrain.worker` with a
-deadline, reads its small JSON result, applies the promotion gate and registers the candidate.
+replayed, held out), runs `python -m inboxsort.trainer.retrain.worker` on them with a deadline
+(child.py), reads its small JSON result, applies the promotion gate and registers the candidate.
 A worker that crashes, runs out of memory or overruns retrain.max_minutes costs one attempt,
 never the daemon, and leaves the active model as it was.
 """
@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import or_, select, update
 
 from inboxsort.config import Config
 from inboxsort.db import (
@@ -39,19 +32,16 @@ from inboxsort.db import (
     utcnow,
 )
 from inboxsort.db.queries import corrections_since
+from inboxsort.db.training import mark_corrections_used, pool_looks
 from inboxsort.errors import InboxsortError
 from inboxsort.model.artifact import read_card
-from inboxsort.model.registry import ModelStore
+from inboxsort.model.registry import ModelStore, VersionInfo
+from inboxsort.trainer.retrain.child import run_worker
 from inboxsort.trainer.retrain.gate import judge
 from inboxsort.trainer.retrain.plan import RetrainPlan, make_plan
+from inboxsort.trainer.retrain.records import Judged, RetrainJob, RetrainMetrics, WorkerResult
 
 log = logging.getLogger(__name__)
-
-WORKER_MODULE = "inboxsort.trainer.retrain.worker"
-POLL_SECONDS = 0.5
-LOG_TAIL_LINES = 15
-# The child must not speak for the daemon to systemd (sd_notify) or inherit its watchdog.
-_CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 @dataclass(frozen=True)
@@ -65,13 +55,28 @@ class RetrainOutcome:
     promoted: bool = False
     failed: bool = False
     new_corrections: int = 0
-    active_metrics: dict[str, Any] | None = None
-    candidate_metrics: dict[str, Any] | None = None
+    active_metrics: Judged | None = None
+    candidate_metrics: Judged | None = None
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict (`inboxsort retrain --json`)."""
+        return {
+            "ran": self.ran,
+            "reason": self.reason,
+            "active": self.active,
+            "candidate": self.candidate,
+            "promoted": self.promoted,
+            "failed": self.failed,
+            "new_corrections": self.new_corrections,
+            "active_metrics": None
+            if self.active_metrics is None
+            else self.active_metrics.to_json(),
+            "candidate_metrics": (
+                None if self.candidate_metrics is None else self.candidate_metrics.to_json()
+            ),
+            "seconds": self.seconds,
+        }
 
 
 class SavedModelFile:
@@ -86,6 +91,7 @@ class SavedModelFile:
 
 
 def _started_at(row: ModelVersion) -> dt.datetime | None:
+    # Any version's row: one `inboxsort train` registered has no "retrain" metrics.
     stamp = ((row.metrics or {}).get("retrain") or {}).get("started_at")
     return dt.datetime.fromisoformat(stamp) if stamp else None
 
@@ -102,11 +108,7 @@ def new_corrections(db: Database, active: int) -> tuple[list[Correction], int]:
     """
     with db.session() as session:
         pool = [c for c in corrections_since(session, active) if c.source != SOURCE_RECLASSIFY]
-        looks = session.scalars(
-            select(ModelVersion).where(
-                or_(ModelVersion.parent == active, ModelVersion.version == active)
-            )
-        ).all()
+        looks = pool_looks(session, active)
     stamps = [s for s in (_started_at(r) for r in looks) if s is not None]
     if not stamps:
         return pool, len(pool)
@@ -130,120 +132,40 @@ def _exclusive(models_dir: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # The child must run this very inboxsort, installed or not.
-    root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _exit_text(code: int) -> str:
-    if code >= 0:
-        return f"exit status {code}"
-    name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else -code
-    hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-    return f"signal {name}{hint}"
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-LOG_TAIL_LINES:])
-
-
-def run_worker(
-    job: dict[str, Any], workdir: Path, *, max_seconds: float, stop: threading.Event | None
-) -> tuple[dict[str, Any] | None, str]:
-    """Run the worker on a job; returns (its result, "") or (None, why it produced none)."""
-    job_file = workdir / "job.json"
-    job_file.write_text(json.dumps(job))
-    log_file = workdir / "worker.log"
-    with open(log_file, "wb") as out:
-        # A new session keeps a Ctrl-C meant for the CLI from reaching the child directly:
-        # the parent then kills it in `finally`, the one place that decides.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, str(job_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_child_env(),
-            cwd=workdir,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + max_seconds
-    why = ""
-    try:
-        while proc.poll() is None:
-            if time.monotonic() >= deadline:
-                why = "the training process ran longer than retrain.max_minutes and was stopped"
-                break
-            if stop is not None and stop.is_set():
-                why = "the training process was stopped: shutting down"
-                break
-            if stop is not None:
-                stop.wait(POLL_SECONDS)
-            else:
-                time.sleep(POLL_SECONDS)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if why:
-        return None, why
-    result_file = workdir / "result.json"
-    try:
-        result: dict[str, Any] = json.loads(result_file.read_text())
-    except (OSError, ValueError):
-        tail = _log_tail(log_file)
-        return None, f"the training process died with {_exit_text(proc.returncode)}" + (
-            f"; its last output:\n{tail}" if tail else ""
-        )
-    if not result.get("ok"):
-        return None, f"training failed: {result.get('error', 'no reason given')}"
-    return result, ""
-
-
-def _job(config: Config, plan: RetrainPlan, store: ModelStore, workdir: Path) -> dict[str, Any]:
+def _job(config: Config, plan: RetrainPlan, store: ModelStore, workdir: Path) -> RetrainJob:
     t, r = config.train, config.retrain
-
-    def rows(items: Any) -> list[list[Any]]:
-        return [[i.path, i.label] for i in items]
-
-    return {
-        "model_dir": str(store.folder(plan.active)),
-        "version": plan.active,
-        "classes": list(plan.classes),
-        "train": rows(plan.train),
-        "gate": rows(plan.gate),
-        "held_out": rows(plan.held_out),
-        "epochs": r.epochs,
-        "batch_size": t.batch_size,
-        "fine_tune_at": t.fine_tune_at,
-        "learning_rate": t.fine_tune_learning_rate,
-        "label_smoothing": t.label_smoothing,
-        "seed": t.seed,
-        "nice": r.nice,
-        "out_model": str(workdir / "candidate.keras"),
-        "result": str(workdir / "result.json"),
-    }
+    return RetrainJob(
+        model_dir=store.folder(plan.active),
+        version=plan.active,
+        classes=plan.classes,
+        train=tuple(i.labelled() for i in plan.train),
+        gate=tuple(i.labelled() for i in plan.gate),
+        held_out=tuple(i.labelled() for i in plan.held_out),
+        epochs=r.epochs,
+        batch_size=t.batch_size,
+        fine_tune_at=t.fine_tune_at,
+        learning_rate=t.fine_tune_learning_rate,
+        label_smoothing=t.label_smoothing,
+        seed=t.seed,
+        nice=r.nice,
+        out_model=workdir / "candidate.keras",
+        result=workdir / "result.json",
+    )
 
 
 def _card(
-    active_card: dict[str, Any], plan: RetrainPlan, result: dict[str, Any], metrics: dict[str, Any]
+    active_card: dict[str, Any], metrics: RetrainMetrics, result: WorkerResult
 ) -> dict[str, Any]:
+    """The candidate's card.json: the active card's model facts, then this attempt's."""
     keep = ("format", "classes", "image_size", "output", "backbone")
     return {
         **{k: active_card[k] for k in keep if k in active_card},
-        "data": {"source": "corrections", **plan.summary()},
-        "metrics": metrics,
-        "history": result.get("history", {}),
-        "wall_seconds": result.get("seconds", {}),
-        "peak_rss_mb": result.get("peak_rss_mb"),
-        "versions": result.get("versions", {}),
+        "data": {"source": "corrections", **metrics.plan.to_json()},
+        "metrics": metrics.to_json(),
+        "history": {k: list(v) for k, v in result.history.items()},
+        "wall_seconds": dict(result.seconds),
+        "peak_rss_mb": result.peak_rss_mb,
+        "versions": dict(result.versions),
     }
 
 
@@ -253,7 +175,7 @@ def retrain(
     """Fine-tune the active model on new corrections if there are enough (or `force`).
 
     Never raises for a failed training (see `failed` and `reason`); setting `stop` kills a
-    running worker within POLL_SECONDS. Only an unusable database raises (StoreError).
+    running worker within child.POLL_SECONDS. Only an unusable database raises (StoreError).
     """
     started = time.monotonic()
     db = open_database(config.database.url)
@@ -313,7 +235,7 @@ def _train_and_judge(
     stop: threading.Event | None,
 ) -> RetrainOutcome:
     active_card = read_card(store.folder(active))
-    plan = make_plan(config, db, pool, active=active, card=active_card)
+    plan = make_plan(config, db, pool, active=active, classes=active_card["classes"])
     if not plan.used_ids:
         return RetrainOutcome(
             ran=False,
@@ -332,43 +254,15 @@ def _train_and_judge(
             return RetrainOutcome(
                 ran=True, failed=True, reason=f"failed: {why}", active=active, new_corrections=new
             )
-        promote, reason = judge(
-            result["active"], result["candidate"], tolerance=config.retrain.tolerance
-        )
-        now_active = store.active_version()
-        if promote and now_active != active:
-            # Someone chose a version while this trained; their choice stands.
-            promote = False
-            reason += f"; kept inactive: version {now_active} was activated meanwhile"
-        metrics = {
-            "gate": {
-                "active": result["active"],
-                "candidate": result["candidate"],
-                "set": plan.gate_source,
-                "tolerance": config.retrain.tolerance,
-            },
-            "test": result["candidate"].get("set"),
-            "retrain": {"started_at": planned_at.isoformat(), **plan.summary()},
-        }
-        card = _card(active_card, plan, result, metrics)
-        info = store.register(
-            SavedModelFile(Path(job["out_model"])),
-            card,
-            parent=active,
-            activate=promote,
-            promoted=promote,
-            note=reason,
+        info, promote, reason = _judge_and_register(
+            config, store, plan, active_card, result, job.out_model, planned_at
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     # Marked whether promoted or not: corrections_since(active) still returns corrections used
     # only by a newer (rejected) version, so the next attempt from `active` trains on them again.
     with db.session() as session, session.begin():
-        session.execute(
-            update(Correction)
-            .where(Correction.id.in_(plan.used_ids))
-            .values(used_in_version=info.version)
-        )
+        mark_corrections_used(session, plan.used_ids, info.version)
     return RetrainOutcome(
         ran=True,
         reason=f"version {info.version} from {active}: {reason}",
@@ -376,9 +270,44 @@ def _train_and_judge(
         candidate=info.version,
         promoted=promote,
         new_corrections=new,
-        active_metrics=result["active"],
-        candidate_metrics=result["candidate"],
+        active_metrics=result.active,
+        candidate_metrics=result.candidate,
     )
+
+
+def _judge_and_register(
+    config: Config,
+    store: ModelStore,
+    plan: RetrainPlan,
+    active_card: dict[str, Any],
+    result: WorkerResult,
+    model_file: Path,
+    planned_at: dt.datetime,
+) -> tuple[VersionInfo, bool, str]:
+    """Apply the gate and register the candidate, promoted or not; (its info, promoted, why)."""
+    promote, reason = judge(result.active, result.candidate, tolerance=config.retrain.tolerance)
+    now_active = store.active_version()
+    if promote and now_active != plan.active:
+        # Someone chose a version while this trained; their choice stands.
+        promote = False
+        reason += f"; kept inactive: version {now_active} was activated meanwhile"
+    metrics = RetrainMetrics(
+        active=result.active,
+        candidate=result.candidate,
+        gate_source=plan.gate_source,
+        tolerance=config.retrain.tolerance,
+        started_at=planned_at,
+        plan=plan.summary(),
+    )
+    info = store.register(
+        SavedModelFile(model_file),
+        _card(active_card, metrics, result),
+        parent=plan.active,
+        activate=promote,
+        promoted=promote,
+        note=reason,
+    )
+    return info, promote, reason
 
 
 def describe_outcome(outcome: RetrainOutcome) -> str:

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,20 @@ from inboxsort.errors import InboxsortError, ModelError
 from inboxsort.model.artifact import load_classifier
 from inboxsort.model.classifier import Classifier
 from inboxsort.trainer.dataset import Sample, load_arrays
-from inboxsort.trainer.evaluate import evaluate_arrays
+from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
 from inboxsort.trainer.recipe import compile_phase
+from inboxsort.trainer.retrain.records import (
+    Judged,
+    LabelledPath,
+    RetrainJob,
+    WorkerFailure,
+    WorkerResult,
+)
 
 EXIT_PARENT_GONE = 3
+
+Labelled = tuple[np.ndarray, np.ndarray]  # decoded pixels and their label indices
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -36,86 +46,86 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     temp.replace(path)
 
 
-def _load(rows: list[list[Any]], size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    samples = [Sample(Path(path), int(label), "") for path, label in rows]
+def _load(rows: Sequence[LabelledPath], size: int) -> Labelled:
+    samples = [Sample(Path(path), label, "") for path, label in rows]
     # Two decode threads: the machine is shared with the daemon this process yields to.
-    x, y, skipped = load_arrays(samples, image_size=size, workers=2)
-    return x, y, [f"{p}: {why}" for p, why in skipped]
+    # Unreadable files are left out; the judged sets are the same for both models.
+    x, y, _ = load_arrays(samples, image_size=size, workers=2)
+    return x, y
 
 
-def _scores(classifier: Classifier, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> Any:
-    return {
-        name: evaluate_arrays(classifier, x, y) if len(x) else None for name, (x, y) in sets.items()
-    }
+def _judge(classifier: Classifier, gate_set: Labelled, corrections: Labelled) -> Judged:
+    def scored(x: np.ndarray, y: np.ndarray) -> Scores | None:
+        return evaluate_arrays(classifier, x, y) if len(x) else None
+
+    return Judged(gate_set=scored(*gate_set), corrections=scored(*corrections))
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune once as the job says; returns the JSON-ready result."""
+def _parent_guard(parent: int) -> Any:
+    """A Keras callback that stops the process at once if the daemon died: nobody would read."""
+    import keras
+
+    def check(_batch: int, _logs: object = None) -> None:
+        if os.getppid() != parent:
+            os._exit(EXIT_PARENT_GONE)
+
+    return keras.callbacks.LambdaCallback(on_train_batch_end=check)
+
+
+def _fine_tune(
+    model: Any, job: RetrainJob, train: Labelled, *, classes: int, parent: int
+) -> tuple[dict[str, list[float]], float]:
+    """The recipe's phase 2 on the training images; returns (history, seconds in fit)."""
+    compile_phase(
+        model,
+        phase=2,
+        learning_rate=job.learning_rate,
+        fine_tune_at=job.fine_tune_at,
+        label_smoothing=job.label_smoothing if classes == 2 else 0.0,
+    )
+    data = pipeline(*train, classes=classes, batch_size=job.batch_size, seed=job.seed, prefetch=2)
+    start = time.monotonic()
+    fit = model.fit(data, epochs=job.epochs, verbose=0, callbacks=[_parent_guard(parent)])
+    return history_of(fit), time.monotonic() - start
+
+
+def run(job: RetrainJob) -> WorkerResult:
+    """Fine-tune once as the job says; returns the result for the parent."""
     import keras
 
     started = time.monotonic()
     parent = os.getppid()
-    keras.utils.set_random_seed(int(job["seed"]))
-    active = load_classifier(Path(job["model_dir"]), version=int(job["version"]))
-    if list(active.classes) != list(job["classes"]):
+    keras.utils.set_random_seed(job.seed)
+    active = load_classifier(job.model_dir, version=job.version)
+    if active.classes != job.classes:
         raise ModelError(f"the active model's classes {list(active.classes)} changed meanwhile")
     size = active.image_size
-    x_train, y_train, skipped = _load(job["train"], size)
-    x_gate, y_gate, skipped_gate = _load(job["gate"], size)
-    x_held, y_held, skipped_held = _load(job["held_out"], size)
-    if not len(x_train):
+    train = _load(job.train, size)
+    gate_set = _load(job.gate, size)
+    corrections = _load(job.held_out, size)
+    if not len(train[0]):
         raise ModelError("none of the training images could be read")
-    judged = {"set": (x_gate, y_gate), "corrections": (x_held, y_held)}
     load_seconds = time.monotonic() - started
 
-    before = _scores(active, judged)
-    classes = len(active.classes)
+    before = _judge(active, gate_set, corrections)
     model = active.model
-    compile_phase(
-        model,
-        phase=2,
-        learning_rate=float(job["learning_rate"]),
-        fine_tune_at=int(job["fine_tune_at"]),
-        label_smoothing=float(job["label_smoothing"]) if classes == 2 else 0.0,
-    )
-    data = pipeline(
-        x_train,
-        y_train,
-        classes=classes,
-        batch_size=int(job["batch_size"]),
-        seed=int(job["seed"]),
-        prefetch=2,
-    )
-
-    class ParentGuard(keras.callbacks.Callback):
-        """Stop at once if the daemon died: nobody would read the result."""
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if os.getppid() != parent:
-                os._exit(EXIT_PARENT_GONE)
-
-    fit_start = time.monotonic()
-    fit = model.fit(data, epochs=int(job["epochs"]), verbose=0, callbacks=[ParentGuard()])
-    fit_seconds = time.monotonic() - fit_start
-
+    history, fit_seconds = _fine_tune(model, job, train, classes=len(active.classes), parent=parent)
     served = serving_copy(model)
     candidate = Classifier(served, active.classes, size, version=-1)
-    after = _scores(candidate, judged)
-    served.save(job["out_model"])
-    return {
-        "active": before,
-        "candidate": after,
-        "history": history_of(fit),
-        "train_n": len(x_train),
-        "skipped": skipped + skipped_gate + skipped_held,
-        "seconds": {
+    after = _judge(candidate, gate_set, corrections)
+    served.save(str(job.out_model))
+    return WorkerResult(
+        active=before,
+        candidate=after,
+        history=history,
+        seconds={
             "load": round(load_seconds, 1),
             "fit": round(fit_seconds, 1),
             "total": round(time.monotonic() - started, 1),
         },
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "versions": versions(),
-    }
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        versions=versions(),
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -123,18 +133,17 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m inboxsort.trainer.retrain.worker JOB.json", file=sys.stderr)
         return 2
-    job = json.loads(Path(argv[0]).read_text())
-    result_path = Path(job["result"])
+    job = RetrainJob.from_json(json.loads(Path(argv[0]).read_text()))
     try:
-        if int(job.get("nice", 0)):
-            os.nice(int(job["nice"]))  # first, before TensorFlow spins up its thread pools
+        if job.nice:
+            os.nice(job.nice)  # first, before TensorFlow spins up its thread pools
         result = run(job)
     except Exception as exc:  # any failure becomes a reason the parent can show
         traceback.print_exc()
         reason = str(exc) if isinstance(exc, InboxsortError) else f"{type(exc).__name__}: {exc}"
-        _write_json(result_path, {"ok": False, "error": reason})
+        _write_json(job.result, WorkerFailure(reason).to_json())
         return 1
-    _write_json(result_path, {"ok": True, **result})
+    _write_json(job.result, result.to_json())
     return 0
 
 

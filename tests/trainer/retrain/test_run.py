@@ -27,6 +27,7 @@ from inboxsort.files import file_sha256
 from inboxsort.model.registry import ModelStore
 from inboxsort.trainer.dataset import hash_fraction
 from inboxsort.trainer.retrain.gate import judge
+from inboxsort.trainer.retrain.records import Judged, RetrainMetrics
 from inboxsort.trainer.retrain.run import SavedModelFile, new_corrections, retrain
 
 CLASSES = ("cats", "dogs")
@@ -122,44 +123,6 @@ def split_by_holdout(paths: list[Path], holdout: float) -> tuple[list[Path], lis
 def corrections(setup: Setup) -> list[Correction]:
     with setup.db.session() as session:
         return list(session.query(Correction).order_by(Correction.id))
-
-
-# --------------------------------------------------------------------------------------------
-# The gate rule on its own
-# --------------------------------------------------------------------------------------------
-
-
-def m(correct: int, n: int) -> dict:
-    return {"n": n, "correct": correct, "accuracy": correct / n if n else None}
-
-
-def test_gate_promotes_only_when_corrections_improve_and_gate_set_holds():
-    assert judge(
-        {"set": m(90, 100), "corrections": m(2, 5)},
-        {"set": m(89, 100), "corrections": m(3, 5)},
-        tolerance=0.01,
-    )[0]
-    promote, reason = judge(
-        {"set": m(90, 100), "corrections": m(2, 5)},
-        {"set": m(88, 100), "corrections": m(5, 5)},
-        tolerance=0.01,
-    )
-    assert not promote and "beyond tolerance" in reason
-    promote, reason = judge(
-        {"set": m(90, 100), "corrections": m(3, 5)},
-        {"set": m(95, 100), "corrections": m(3, 5)},
-        tolerance=0.01,
-    )
-    assert not promote and "must improve" in reason
-
-
-def test_gate_without_held_out_corrections_says_so_and_uses_the_gate_set():
-    promote, reason = judge(
-        {"set": m(9, 10), "corrections": None}, {"set": m(9, 10), "corrections": None}, tolerance=0
-    )
-    assert promote and "no held-out corrections" in reason
-    promote, reason = judge({"set": None, "corrections": None}, {"set": None}, tolerance=1)
-    assert not promote and "nothing to judge by" in reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,8 +224,9 @@ def test_poisoned_corrections_make_a_worse_candidate_that_is_not_promoted(make_s
     assert outcome.ran and not outcome.failed, outcome.reason
     assert outcome.candidate == 2 and outcome.promoted is False
     assert setup.store.active_version() == 1
-    before, after = outcome.active_metrics, outcome.candidate_metrics
-    assert before and after and before["corrections"]["n"] == 4
+    assert outcome.active_metrics and outcome.candidate_metrics
+    before, after = outcome.active_metrics.to_json(), outcome.candidate_metrics.to_json()
+    assert before["corrections"]["n"] == 4
     # The lesson took: every held-out cat is now called a dog, so the gate must refuse it
     # even if the (dog-heavy) gate set happens to score no worse.
     assert after["corrections"]["confusion"] == [[0, 4], [0, 0]]
@@ -277,6 +241,7 @@ def test_poisoned_corrections_make_a_worse_candidate_that_is_not_promoted(make_s
     assert info.note == outcome.reason.split(": ", 1)[1]
     card = json.loads((Path(info.path) / "card.json").read_text())
     assert card["classes"] == list(CLASSES) and card["parent"] == 1
+    assert_the_metrics_json_keeps_its_shape(card, info.metrics)
     # Only the trained-on corrections are marked; held-out ones stay unused.
     used = [c.used_in_version for c in corrections(setup)]
     assert used == [2] * 16 + [None] * 4
@@ -284,6 +249,26 @@ def test_poisoned_corrections_make_a_worse_candidate_that_is_not_promoted(make_s
     pool, new = new_corrections(setup.db, 1)
     assert len(pool) == 20 and new == 0
     assert retrain(setup.config).reason.startswith("skipped: 0 new")
+
+
+def assert_the_metrics_json_keeps_its_shape(card: dict, metrics: dict) -> None:
+    """The shape cards and model_versions.metrics have always had, and the records read it."""
+    assert card["metrics"] == metrics
+    assert set(metrics) == {"gate", "test", "retrain"}
+    assert set(metrics["gate"]) == {"active", "candidate", "set", "tolerance"}
+    assert metrics["test"] == metrics["gate"]["candidate"]["set"]
+    assert set(metrics["retrain"]) == {
+        "started_at",
+        "corrections",
+        "replay",
+        "held_out_corrections",
+        "gate_set",
+        "gate_source",
+        "ignored",
+    }
+    counts = {k: v for k, v in metrics["retrain"].items() if k != "started_at"}
+    assert card["data"] == {"source": "corrections", **counts}
+    assert RetrainMetrics.from_json(metrics).to_json() == metrics
 
 
 def test_a_corrupt_active_model_fails_in_the_worker_and_changes_nothing(make_setup, dataset_root):
@@ -348,7 +333,11 @@ def test_cli_retrain_skips_then_force_registers_a_candidate(make_setup, dataset_
     assert info.promoted is out["promoted"] and info.active is out["promoted"]
     assert setup.store.active_version() == (2 if out["promoted"] else 1)
     assert (
-        judge(out["active_metrics"], out["candidate_metrics"], tolerance=0.01)[0]
+        judge(
+            Judged.from_json(out["active_metrics"]),
+            Judged.from_json(out["candidate_metrics"]),
+            tolerance=0.01,
+        )[0]
         is (out["promoted"])
     )
     assert sum(c.used_in_version == 2 for c in corrections(setup)) == len(taught)
