@@ -52,13 +52,13 @@ from bench.benchkit import (  # noqa: E402
 
 os.environ.update(offline_env())  # before TensorFlow is imported: offline ImageNet weights
 
-from inboxsort.config import load_config  # noqa: E402
+from inboxsort.config import TrainConfig, load_config  # noqa: E402
 from inboxsort.db import open_database  # noqa: E402
 from inboxsort.model.classifier import Classifier  # noqa: E402
 from inboxsort.model.registry import ModelStore  # noqa: E402
 from inboxsort.trainer.dataset import Sample, Splits, discover, load_arrays  # noqa: E402
 from inboxsort.trainer.evaluate import evaluate_arrays  # noqa: E402
-from inboxsort.trainer.train import TrainOptions, train_on  # noqa: E402
+from inboxsort.trainer.train import train_on  # noqa: E402
 
 CHUNK = 32  # images dropped at once while the user corrects
 EVERY_MINUTES = 0.5  # the retrain schedule: the job fires soon after the last correction
@@ -77,15 +77,17 @@ def weak_model(splits: Splits, per_class: int, size: int, seed: int) -> tuple[An
         ]
     ]
     small = Splits(splits.classes, tuple(picked), (), splits.test)
-    options = TrainOptions(image_size=size, epochs=1, fine_tune_epochs=0, seed=seed, verbose=0)
-    result = train_on(small, options, data_source=f"bench slice of {per_class} per class")
+    options = TrainConfig(image_size=size, epochs=1, fine_tune_epochs=0, seed=seed)
+    result = train_on(
+        small, options, data_source=f"bench slice of {per_class} per class", verbose=0
+    )
     return result.model, result.card, {s.sha256 for s in picked}
 
 
 def accuracy(classifier: Classifier, samples: list[Sample]) -> dict[str, Any]:
     """Accuracy of a classifier on samples (decoded at its own size)."""
     x, y, _ = load_arrays(samples, image_size=classifier.image_size, workers=2)
-    return evaluate_arrays(classifier, x, y)
+    return evaluate_arrays(classifier, x, y).to_json()
 
 
 def fmt(m: dict[str, Any] | None) -> str:

@@ -138,11 +138,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pat
     1 frozen-base epoch + 1 fine-tune epoch on tiny_data: about 20-30 s on 2 cores. Classes are
     ("cats", "dogs"). Shared: copy the folder before changing anything in it.
     """
+    from inboxsort.config import TrainConfig
     from inboxsort.model.artifact import write_version_folder
-    from inboxsort.trainer.train import TrainOptions, train
+    from inboxsort.trainer.train import train
 
-    options = TrainOptions(image_size=TINY_IMAGE_SIZE, epochs=1, fine_tune_epochs=1, verbose=0)
-    result = train(tiny_data, options)
+    options = TrainConfig(image_size=TINY_IMAGE_SIZE, epochs=1, fine_tune_epochs=1)
+    result = train(tiny_data, options, verbose=0)
     folder = tmp_path_factory.mktemp("tiny_model") / "model"
     return write_version_folder(result.model, result.card, folder)
 

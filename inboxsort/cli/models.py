@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from inboxsort.cli.common import open_store
-from inboxsort.config import Config
+from inboxsort.config import Config, TrainConfig
 from inboxsort.errors import ConfigError
 
 
@@ -51,27 +52,11 @@ def add_commands(sub: Any) -> None:
     models.set_defaults(handler=cmd_models)
 
 
-def _train_options(config: Config, args: argparse.Namespace) -> Any:
-    from inboxsort.trainer.train import TrainOptions
-
-    t = config.train
-
-    def pick(name: str, default: Any) -> Any:
-        value = getattr(args, name)
-        return default if value is None else value
-
-    return TrainOptions(
-        image_size=pick("image_size", t.image_size),
-        batch_size=pick("batch_size", t.batch_size),
-        epochs=pick("epochs", t.epochs),
-        fine_tune_epochs=pick("fine_tune_epochs", t.fine_tune_epochs),
-        fine_tune_at=pick("fine_tune_at", t.fine_tune_at),
-        learning_rate=t.learning_rate,
-        fine_tune_learning_rate=t.fine_tune_learning_rate,
-        label_smoothing=pick("label_smoothing", t.label_smoothing),
-        seed=pick("seed", t.seed),
-        verbose=0 if args.quiet else 1,
-    )
+def _train_options(config: Config, args: argparse.Namespace) -> TrainConfig:
+    """The [train] recipe with the command line's overrides."""
+    flags = ("image_size", "batch_size", "epochs", "fine_tune_epochs", "fine_tune_at", "seed")
+    given = {name: getattr(args, name) for name in (*flags, "label_smoothing")}
+    return dataclasses.replace(config.train, **{k: v for k, v in given.items() if v is not None})
 
 
 def cmd_train(config: Config, args: argparse.Namespace) -> int:
@@ -82,7 +67,7 @@ def cmd_train(config: Config, args: argparse.Namespace) -> int:
     data = args.data or config.train.data
     if data is None:
         raise ConfigError("config: train.data is not set: pass --data DIR")
-    result = train(data, _train_options(config, args))
+    result = train(data, _train_options(config, args), verbose=0 if args.quiet else 1)
     if args.export:
         if args.export.exists():
             shutil.rmtree(args.export)
@@ -108,7 +93,7 @@ def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
     x, y, skipped = load_arrays(samples, image_size=classifier.image_size)
     kept = [s for s in samples if s.path not in {p for p, _ in skipped}]
     probs = classifier.predict_all(x)
-    result = score(probs, y, classifier.classes)
+    result = score(probs, y, classifier.classes).to_json()
     errors = [
         {
             "path": str(s.path),

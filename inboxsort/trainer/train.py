@@ -9,29 +9,31 @@ from typing import Any
 
 import numpy as np
 
+from inboxsort.config import TrainConfig
 from inboxsort.errors import ModelError
 from inboxsort.model.artifact import CARD_FORMAT
 from inboxsort.model.classifier import Classifier
 from inboxsort.trainer.dataset import Splits, discover, load_arrays
-from inboxsort.trainer.evaluate import evaluate_arrays
+from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
 from inboxsort.trainer.recipe import BACKBONE, build_model, compile_phase, keras_cache, weights_file
 
 
 @dataclass(frozen=True)
-class TrainOptions:
-    """The recipe's knobs (defaults: the tutorial's, at 224 px)."""
+class TrainMetrics:
+    """A trained model's figures on the validation and test splits (None: an empty split)."""
 
-    image_size: int = 224
-    batch_size: int = 32
-    epochs: int = 10
-    fine_tune_epochs: int = 10
-    fine_tune_at: int = 100
-    learning_rate: float = 1e-4
-    fine_tune_learning_rate: float = 1e-5
-    label_smoothing: float = 0.0
-    seed: int = 1337
-    verbose: int = 1
+    validation: Scores | None
+    test: Scores | None
+    train_n: int  # training images decoded
+
+    def to_json(self) -> dict[str, Any]:
+        """As the card's `metrics` and the model_versions row hold them."""
+        return {
+            "validation": None if self.validation is None else self.validation.to_json(),
+            "test": None if self.test is None else self.test.to_json(),
+            "train_n": self.train_n,
+        }
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,18 @@ class TrainResult:
     card: dict[str, Any]
 
 
-def train(data: Path, options: TrainOptions) -> TrainResult:
-    """Train on DIR with the two-phase recipe; returns the serving model and its card."""
+def train(data: Path, options: TrainConfig, *, verbose: int = 1) -> TrainResult:
+    """Train on DIR with the two-phase recipe; returns the serving model and its card.
+
+    `options` is the [train] section, its `data` aside; `verbose` is Keras's progress output.
+    """
     splits = discover(data)
-    return train_on(splits, options, data_source=str(data))
+    return train_on(splits, options, data_source=str(data), verbose=verbose)
 
 
-def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> TrainResult:
+def train_on(
+    splits: Splits, options: TrainConfig, *, data_source: str, verbose: int = 1
+) -> TrainResult:
     """Train on already discovered splits."""
     import keras
 
@@ -62,17 +69,38 @@ def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> Trai
         raise ModelError("no readable training images")
     seconds = {"load": time.monotonic() - started}
     model, history = _fit_two_phases(
-        options, len(splits.classes), (x_train, y_train), (x_val, y_val), seconds
+        options,
+        len(splits.classes),
+        (x_train, y_train),
+        (x_val, y_val),
+        seconds=seconds,
+        verbose=verbose,
     )
     served = serving_copy(model)
     classifier = Classifier(served, splits.classes, size, version=-1)
-    metrics = {
-        "validation": evaluate_arrays(classifier, x_val, y_val) if len(x_val) else None,
-        "test": evaluate_arrays(classifier, x_test, y_test) if len(x_test) else None,
-        "train_n": len(x_train),
-    }
+    metrics = TrainMetrics(
+        validation=evaluate_arrays(classifier, x_val, y_val) if len(x_val) else None,
+        test=evaluate_arrays(classifier, x_test, y_test) if len(x_test) else None,
+        train_n=len(x_train),
+    )
     seconds["total"] = time.monotonic() - started
-    card = {
+    skipped_all = [f"{p}: {why}" for p, why in skipped + skipped_val + skipped_test]
+    card = _card(splits, options, data_source, skipped_all, metrics, history, seconds)
+    return TrainResult(model=served, card=card)
+
+
+def _card(
+    splits: Splits,
+    options: TrainConfig,
+    data_source: str,
+    skipped: list[str],
+    metrics: TrainMetrics,
+    history: dict[str, list[float]],
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The card.json of a model trained on `splits`: data, recipe, figures, provenance."""
+    size = options.image_size
+    return {
         "format": CARD_FORMAT,
         "classes": list(splits.classes),
         "image_size": size,
@@ -83,10 +111,11 @@ def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> Trai
             "train": len(splits.train),
             "validation": len(splits.validation),
             "test": len(splits.test),
-            "skipped": [f"{p}: {why}" for p, why in skipped + skipped_val + skipped_test],
+            "skipped": skipped,
         },
-        "recipe": {k: v for k, v in asdict(options).items() if k != "verbose"},
-        "metrics": metrics,
+        # The data folder is the card's data.source; the rest is the recipe.
+        "recipe": {k: v for k, v in asdict(options).items() if k != "data"},
+        "metrics": metrics.to_json(),
         "history": history,
         "wall_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -97,15 +126,16 @@ def train_on(splits: Splits, options: TrainOptions, *, data_source: str) -> Trai
         },
         "versions": versions(),
     }
-    return TrainResult(model=served, card=card)
 
 
 def _fit_two_phases(
-    options: TrainOptions,
+    options: TrainConfig,
     classes: int,
     train: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
+    *,
     seconds: dict[str, float],
+    verbose: int,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Phase 1 on a frozen base, phase 2 fine-tuned from fine_tune_at; times go in `seconds`."""
     model = build_model(image_size=options.image_size, num_classes=classes)
@@ -116,7 +146,7 @@ def _fit_two_phases(
         else None
     )
     smoothing = options.label_smoothing if classes == 2 else 0.0
-    fit_args = {"validation_data": val_ds, "shuffle": False, "verbose": options.verbose}
+    fit_args = {"validation_data": val_ds, "shuffle": False, "verbose": verbose}
     compile_phase(model, phase=1, learning_rate=options.learning_rate, label_smoothing=smoothing)
     start = time.monotonic()
     history: dict[str, list[float]] = {}
