@@ -1,7 +1,6 @@
-"""Environment checks of inboxsort.service.checks on real folders, real SQLite files and a real model.
+"""Environment checks (service/checks.py) on real folders, real SQLite files and a real model.
 
-`healthy_setup` is imported by test_cli_doctor.py: a config whose every check passes, with
-tiny_model registered as the active version 1 the way ModelStore.register records a version.
+The healthy site they start from is tests/helpers/checksite.py, shared with the doctor tests.
 """
 
 from __future__ import annotations
