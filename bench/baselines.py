@@ -135,7 +135,7 @@ def naive(files: list[tuple[Path, str]], root: Path) -> dict[str, Any]:
 
 def main() -> int:
     """The child process of model_only_split: split the cores, measure, print JSON."""
-    from inboxsort.intake.inference import share_cores
+    from inboxsort.model.cores import share_cores
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, required=True, help="folder of class folders")

@@ -54,7 +54,7 @@ def test_each_image_gets_the_label_and_score_the_model_gives_it_alone(
 def test_the_cores_are_split_between_the_inference_workers(cli_env, workers):
     code = (
         "import sys, tensorflow as tf\n"
-        "from inboxsort.intake.inference import share_cores\n"
+        "from inboxsort.model.cores import share_cores\n"
         "share_cores(int(sys.argv[1]))\n"
         "tf.constant(1.0) + 1.0  # the first op fixes the pools\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads(),"
@@ -77,7 +77,7 @@ def test_the_cores_are_split_between_the_inference_workers(cli_env, workers):
 def test_splitting_the_cores_after_tensorflow_ran_leaves_them_as_they_are(tiny_model):
     import tensorflow as tf
 
-    from inboxsort.intake.inference import share_cores
+    from inboxsort.model.cores import share_cores
 
     tf.constant(1.0) + 1.0  # TensorFlow has run an op in this process (the tiny model did)
     before = tf.config.threading.get_intra_op_parallelism_threads()

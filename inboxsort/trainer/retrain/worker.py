@@ -65,7 +65,8 @@ def _parent_guard(parent: int) -> Any:
     """A Keras callback that stops the process at once if the daemon died: nobody would read."""
     import keras
 
-    def check(_batch: int, _logs: object = None) -> None:
+    # Keras calls it as on_train_batch_end(batch, logs=...): the names are part of the contract.
+    def check(batch: int, logs: object = None) -> None:
         if os.getppid() != parent:
             os._exit(EXIT_PARENT_GONE)
 
