@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ bench-decode: install
 
 bench-daemon: install
 	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt
+
+# The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
+BASE ?= HEAD~1
+bench-compare: install
+	$(BIN)/python bench/compare.py --base $(BASE) --data $(DATA)/validation \
+		| tee bench/results/compare.txt
 
 # Weak model → the real daemon files images, a simulated user mv-s the misfiled ones, the
 # scheduled job retrains and the daemon swaps; writes bench/results/learning.txt.
