@@ -114,6 +114,13 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """Which runtime classifies: LiteRT where a version's flatbuffer agrees, or Keras."""
+
+    runtime: str = "auto"
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Log output."""
 
@@ -132,6 +139,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     filing: FilingConfig = field(default_factory=FilingConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: Path | None = None
 
@@ -172,6 +180,10 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("retrain", "replay"): (lambda v: v >= 0, "0 or more"),
     ("retrain", "holdout"): (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
     ("retrain", "nice"): (lambda v: 0 <= v <= 19, "an integer from 0 to 19"),
+    ("serving", "runtime"): (
+        lambda v: v in ("auto", "litert", "keras"),
+        '"auto", "litert" or "keras"',
+    ),
     (
         "logging",
         "level",

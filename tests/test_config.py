@@ -136,7 +136,7 @@ def test_config_is_frozen(tmp_path):
 # Errors: each names the key and the value
 # ---------------------------------------------------------------------------------------------
 
-SECTION_LIST = "batch, database, filing, logging, paths, retrain, train, watch"
+SECTION_LIST = "batch, database, filing, logging, paths, retrain, serving, train, watch"
 
 BAD_CONFIGS = [
     # unknown section / key, a section that is not a table
@@ -201,6 +201,10 @@ BAD_CONFIGS = [
     (
         "[watch]\nwriter_timeout_seconds = -1\n",
         "config: watch.writer_timeout_seconds = -1: expected 0 or more",
+    ),
+    (
+        '[serving]\nruntime = "onnx"\n',
+        'config: serving.runtime = \'onnx\': expected "auto", "litert" or "keras"',
     ),
     (
         '[logging]\nlevel = "LOUD"\n',

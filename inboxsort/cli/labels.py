@@ -97,7 +97,7 @@ def cmd_reclassify(config: Config, args: argparse.Namespace) -> int:
     from inboxsort.model.registry import require_model
 
     store = open_store(config)
-    classifier = require_model(store)
+    classifier = require_model(store, runtime=config.serving.runtime)
     rows = _candidates(store.db, args.since)
     changes, unreadable = _changes(classifier, rows, review_below=config.filing.review_below)
     failed = _apply(config, store.db, classifier, changes) if args.apply else 0

@@ -88,7 +88,7 @@ def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
     from inboxsort.trainer.dataset import discover_flat, load_arrays
     from inboxsort.trainer.evaluate import score
 
-    classifier = open_store(config).load(args.model)
+    classifier = open_store(config).load(args.model, runtime=config.serving.runtime)
     samples = discover_flat(args.data, classifier.classes)
     x, y, skipped = load_arrays(samples, image_size=classifier.image_size)
     kept = [s for s in samples if s.path not in {p for p, _ in skipped}]
@@ -134,7 +134,7 @@ def cmd_classify(config: Config, args: argparse.Namespace) -> int:
     """Label and score for each file, without moving anything."""
     from inboxsort.imageio import load_many
 
-    classifier = open_store(config).load(args.model)
+    classifier = open_store(config).load(args.model, runtime=config.serving.runtime)
     loaded = load_many(args.files, classifier.image_size)
     rows: list[dict[str, Any]] = [
         {"path": str(path), "model_version": classifier.version} for path in args.files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -12,6 +13,9 @@ from typing import Any, Protocol
 from inboxsort.errors import ModelError
 from inboxsort.files import fsync_dir
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.litert import LITERT_FILE, LiteRTNetwork, refusal
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
@@ -27,8 +31,10 @@ class SavesItself(Protocol):
         """Write the model to `filepath`."""
 
 
-def write_version_folder(model: SavesItself, card: dict[str, Any], dest: Path) -> Path:
-    """Save model and card into a temp folder beside dest, fsync, then rename it into place."""
+def write_version_folder(
+    model: SavesItself, card: dict[str, Any], dest: Path, *, litert: bytes | None = None
+) -> Path:
+    """Save model, card (and a LiteRT flatbuffer) into a temp folder, fsync, rename into place."""
     if dest.exists():
         raise ModelError(f"model folder {dest} already exists; versions are never overwritten")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +42,11 @@ def write_version_folder(model: SavesItself, card: dict[str, Any], dest: Path) -
     try:
         model.save(temp / MODEL_FILE)
         (temp / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        for name in (MODEL_FILE, CARD_FILE):
+        names = [MODEL_FILE, CARD_FILE]
+        if litert is not None:
+            (temp / LITERT_FILE).write_bytes(litert)
+            names.append(LITERT_FILE)
+        for name in names:
             with open(temp / name, "rb") as handle:
                 os.fsync(handle.fileno())
         fsync_dir(temp)
@@ -61,23 +71,65 @@ def read_card(folder: Path) -> dict[str, Any]:
     return dict(card)
 
 
-def load_classifier(folder: Path, *, version: int) -> Classifier:
-    """Load a model folder with safe_mode on and check it against its card."""
+def load_classifier(
+    folder: Path, *, version: int, runtime: str = "auto", workers: int = 1
+) -> Classifier:
+    """Load a model folder for serving: its LiteRT flatbuffer where it may, else Keras.
+
+    `runtime` is serving.runtime: "auto" and "litert" serve the flatbuffer when its card says
+    it passed the agreement gate and its SHA-256 still matches; otherwise the version serves
+    with Keras and the log says why. `workers` is how many threads will call it at once.
+    """
+    card = read_card(folder)
+    size, classes = int(card["image_size"]), tuple(card["classes"])
+    why = refusal(folder, card, runtime)
+    if why is None:
+        cores = len(os.sched_getaffinity(0))
+        network = LiteRTNetwork(
+            folder / LITERT_FILE, copies=workers, threads=max(1, cores // max(1, workers))
+        )
+        _check_shape(folder, network.input_shape, _outputs(card), size, classes)
+        return Classifier(network, classes, size, version, runtime="litert")
+    if runtime != "keras":
+        level = logging.WARNING if runtime == "litert" or "litert" in card else logging.INFO
+        log.log(level, "model version %d serves with Keras: %s", version, why)
+    return _load_keras(folder, version=version, size=size, classes=classes)
+
+
+def _load_keras(folder: Path, *, version: int, size: int, classes: tuple[str, ...]) -> Classifier:
+    """The .keras file with safe_mode on, checked against its card."""
     import keras
 
-    card = read_card(folder)
     try:
         model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a corrupt or hostile file
         raise ModelError(
             f"cannot load {folder / MODEL_FILE}: {type(exc).__name__}: {exc}"
         ) from None
-    size = int(card["image_size"])
-    classes = tuple(card["classes"])
-    expected_out = 1 if len(classes) == 2 else len(classes)
-    if tuple(model.input_shape[1:]) != (size, size, 3) or model.output_shape[-1] != expected_out:
+    if tuple(model.input_shape[1:]) != (size, size, 3) or model.output_shape[-1] != (
+        1 if len(classes) == 2 else len(classes)
+    ):
         raise ModelError(
             f"{folder}: model shape {model.input_shape}->{model.output_shape} does not match its "
             f"card ({size}x{size}, classes {list(classes)})"
         )
     return Classifier(model=model, classes=classes, image_size=size, version=version)
+
+
+def planned_runtime(folder: Path, runtime: str) -> str:
+    """The runtime load_classifier will pick for this folder, read from files alone."""
+    return "litert" if refusal(folder, read_card(folder), runtime) is None else "keras"
+
+
+def _outputs(card: dict[str, Any]) -> int:
+    return 1 if len(card["classes"]) == 2 else len(card["classes"])
+
+
+def _check_shape(
+    folder: Path, shape: tuple[int, ...], outputs: int, size: int, classes: tuple[str, ...]
+) -> None:
+    if tuple(shape) != (size, size, 3):
+        raise ModelError(
+            f"{folder / LITERT_FILE}: input {shape} does not match its card "
+            f"({size}x{size}, classes {list(classes)})"
+        )

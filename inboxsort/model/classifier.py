@@ -27,12 +27,13 @@ def probabilities(outputs: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Classifier:
-    """A Keras model ready for predict_on_batch on raw uint8 pixels."""
+    """A network ready for predict_on_batch on raw pixels: a Keras model or a LiteRT one."""
 
-    model: Any
+    model: Any  # anything with predict_on_batch: keras.Model, or model.litert.LiteRTNetwork
     classes: tuple[str, ...]
     image_size: int
     version: int
+    runtime: str = "keras"
 
     def predict_probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of (n, size, size, 3) uint8 pixels."""

@@ -169,8 +169,10 @@ class ModelStore:
             )
         return infos
 
-    def load(self, version: int | None = None) -> Classifier:
-        """Load a version (the active one by default) as a Classifier."""
+    def load(
+        self, version: int | None = None, *, runtime: str = "auto", workers: int = 1
+    ) -> Classifier:
+        """Load a version (the active one by default) for `workers` threads to serve."""
         chosen = self.active_version() if version is None else version
         folder = self.folder(chosen)
         if not (folder / "model.keras").exists():
@@ -180,12 +182,12 @@ class ModelStore:
                     "or `inboxsort train --data DIR --activate`"
                 )
             raise ModelError(f"model version {chosen}: {folder} has no model.keras")
-        return load_classifier(folder, version=chosen)
+        return load_classifier(folder, version=chosen, runtime=runtime, workers=workers)
 
 
-def require_model(store: ModelStore) -> Classifier:
+def require_model(store: ModelStore, *, runtime: str = "auto") -> Classifier:
     """Load the active model or stop with a config-level error (exit 2)."""
     try:
-        return store.load()
+        return store.load(runtime=runtime)
     except ModelError as exc:
         raise ConfigError(str(exc)) from None

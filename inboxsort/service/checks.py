@@ -237,7 +237,7 @@ def check_model(config: Config) -> Check:
             version = store.active_version()
             info = store.info(version)
             started = time.monotonic()
-            classifier = require_model(store)
+            classifier = require_model(store, runtime=config.serving.runtime)
     except InboxsortError as exc:
         return Check("model", False, str(exc), fix="inboxsort models activate VERSION (0: shipped)")
     except SQLAlchemyError as exc:

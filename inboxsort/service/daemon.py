@@ -263,7 +263,11 @@ class Daemon:
                 "model version %d is active; loading it (serving %d meanwhile)", wanted, current
             )
             start = time.perf_counter()
-            classifier = self.store.load(wanted)
+            classifier = self.store.load(
+                wanted,
+                runtime=self.config.serving.runtime,
+                workers=self.config.batch.inference_workers,
+            )
             warm_up(classifier, max_batch=self.config.batch.max_size)
             self.model.offer(classifier)
             self._failed_version = None

@@ -11,6 +11,7 @@ from types import FrameType
 from inboxsort.config import Config
 from inboxsort.db import Database, open_database
 from inboxsort.errors import ConfigError, ModelError
+from inboxsort.model.artifact import planned_runtime
 from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.cores import share_cores
 from inboxsort.model.registry import ModelStore
@@ -32,8 +33,14 @@ def prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
         raise ConfigError("; ".join(f"{c.name}: {c.detail}. {c.fix}".strip() for c in bad))
     db = open_database(config.database.url)
     store = ModelStore(config.paths.models, db)
+    workers = config.batch.inference_workers
     try:
-        classifier = store.load()
+        active = store.active_version()
+        if planned_runtime(store.folder(active), config.serving.runtime) == "keras":
+            # TensorFlow's pools are fixed by its first op: split them before the model loads.
+            # With LiteRT, TensorFlow is never imported here at all.
+            share_cores(workers)
+        classifier = store.load(active, runtime=config.serving.runtime, workers=workers)
         warm_up(classifier, max_batch=config.batch.max_size)
     except ModelError as exc:
         db.close()
@@ -45,7 +52,6 @@ def run(config: Config, *, once: bool = False) -> int:
     """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty)."""
     notifier = Notifier.from_environ()
     notifier.status("checking folders and loading the model")
-    share_cores(config.batch.inference_workers)
     db, store, classifier = prepare(config)
     daemon = Daemon(config, db=db, store=store, classifier=classifier, notifier=notifier, once=once)
     restore = _install_signals(daemon)
