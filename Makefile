@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,7 +56,7 @@ model-160: install
 		--export build/model-160 2>&1 | tee build/model-160.log
 	grep -v -e '━' -e '\[1m' build/model-160.log > bench/results/model-160.log || true
 
-bench: bench-daemon bench-learning bench-size bench-decode
+bench: bench-runtimes bench-daemon bench-learning bench-size bench-decode
 
 bench-size: install
 	$(BIN)/python bench/image_size.py
@@ -68,6 +68,10 @@ bench-decode: install
 
 bench-daemon: install
 	$(BIN)/python bench/daemon_bench.py --data $(DATA)/validation | tee bench/results/daemon.txt
+
+# LiteRT against Keras in one run: agreement, model-only, end to end, start-up, memory.
+bench-runtimes: install
+	$(BIN)/python bench/runtimes.py --data $(DATA)/validation
 
 # The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
 BASE ?= HEAD~1

@@ -2,7 +2,7 @@
 
 Model-only with several workers needs TensorFlow's threads split before it runs an op, so it
 runs in a process of its own: python bench/baselines.py --data DIR --workers 2 --batch 16
-prints its figures as one JSON line.
+[--runtime litert] prints its figures as one JSON line.
 """
 
 from __future__ import annotations
@@ -59,13 +59,17 @@ class Arrays:
     decode_cpu_ms: float
 
 
-def decode_all(files: list[tuple[Path, str]]) -> Arrays:
-    """Load the shipped model and decode every file with the shared loader."""
+def decode_all(
+    files: list[tuple[Path, str]], *, runtime: str = "keras", workers: int = 1
+) -> Arrays:
+    """Load the shipped model on `runtime` and decode every file with the shared loader."""
     from inboxsort.imageio import load_image
     from inboxsort.model.artifact import load_classifier
     from inboxsort.model.registry import BUILTIN, BUILTIN_DIR
 
-    classifier = load_classifier(BUILTIN_DIR, version=BUILTIN)
+    classifier = load_classifier(BUILTIN_DIR, version=BUILTIN, runtime=runtime, workers=workers)
+    if classifier.runtime != runtime:
+        raise SystemExit(f"the shipped model cannot serve with {runtime}; see the log above")
     start = time.process_time()
     x = np.stack([load_image(p, classifier.image_size) for p, _ in files])
     # CPU seconds, not wall: what decoding takes from the cores inference also needs.
@@ -103,10 +107,12 @@ def model_only(
     }
 
 
-def model_only_split(data: Path, batch: int, workers: int) -> dict[str, Any]:
+def model_only_split(
+    data: Path, batch: int, workers: int, *, runtime: str = "keras"
+) -> dict[str, Any]:
     """model_only with `workers` batches side by side, in a fresh process with split cores."""
     command = [sys.executable, __file__, "--data", str(data), "--workers", str(workers)]
-    command += ["--batch", str(batch)]
+    command += ["--batch", str(batch), "--runtime", runtime]
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=offline_env())
     return dict(json.loads(done.stdout.splitlines()[-1]))
 
@@ -141,10 +147,14 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="folder of class folders")
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--runtime", choices=("keras", "litert"), default="keras")
     args = parser.parse_args()
-    share_cores(args.workers)
+    if args.runtime == "keras":
+        share_cores(args.workers)  # LiteRT gives each worker's interpreter its share instead
     files = images_in(args.data)
-    figures = model_only(files, decode_all(files), args.batch, workers=args.workers)
+    arrays = decode_all(files, runtime=args.runtime, workers=args.workers)
+    figures = model_only(files, arrays, args.batch, workers=args.workers)
+    figures["runtime"] = args.runtime
     print(json.dumps({k: v for k, v in figures.items() if k != "labels"}))
     return 0
 

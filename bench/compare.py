@@ -23,10 +23,13 @@ SHIPPED = "2 workers x batch 16"
 QUICK = ["--setups", "2x16", "--pairs", "0", "--flood", "0", "--naive", "20", "--idle", "1"]
 
 
-def run_bench(tree: Path, data: Path, out: Path) -> dict[str, float]:
+def run_bench(tree: Path, data: Path, out: Path, *, runtime: str) -> dict[str, float]:
     """One daemon_bench run of `tree` on its own code; end-to-end and model-only figures."""
     script = tree / "bench" / "daemon_bench.py"
     command = [sys.executable, str(script), "--data", str(data), *QUICK, "--json", str(out)]
+    if "--runtime" in script.read_text():
+        # Like with like: trees from before LiteRT could only serve with Keras.
+        command += ["--runtime", runtime]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     figures = json.loads(out.read_text())
     e2e = figures["e2e"][SHIPPED]
@@ -43,6 +46,12 @@ def main() -> int:
     parser.add_argument("--base", required=True, help="the git revision to compare against")
     parser.add_argument("--data", type=Path, required=True, help="folder of class folders")
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds (2 runs of each)")
+    parser.add_argument(
+        "--runtime",
+        choices=("keras", "litert"),
+        default="keras",
+        help="serving runtime where a tree's bench offers the choice (default keras)",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -58,7 +67,8 @@ def main() -> int:
     try:
         for n in range(args.rounds):
             for name in ("base", "current", "current", "base"):
-                figures = run_bench(trees[name], args.data, work / f"{name}-{n}.json")
+                out = work / f"{name}-{n}.json"
+                figures = run_bench(trees[name], args.data, out, runtime=args.runtime)
                 runs[name].append(figures)
                 print(
                     f"{name:<8} end-to-end {figures['e2e']:6.1f} images/s, model-only "

@@ -38,11 +38,12 @@ Setup = tuple[int, int]  # (batch.inference_workers, batch.max_size)
 POLL_SECONDS = 0.25
 
 
-def start_daemon(root: Path, *, max_size: int, workers: int) -> Daemon:
+def start_daemon(root: Path, *, max_size: int, workers: int, runtime: str) -> Daemon:
     """`inboxsort run` on a site under root with the shipped model (the one users get)."""
     config = write_site(
         root,
         batch={"max_size": max_size, "inference_workers": workers},
+        serving={"runtime": runtime},
         logging={"level": "WARNING"},
     )
     daemon = Daemon(config, offline_env())
@@ -92,6 +93,8 @@ def thread_cpu(daemon: Daemon) -> dict[str, float]:
 def cpu_text(cpu: dict[str, float]) -> str:
     """CPU per image as the report shows it: the total, and the split when it means something."""
     total = cpu["tensorflow"] + cpu["python"]
+    if cpu["tensorflow"] == 0:
+        return f"{total:.1f} ms (no TensorFlow in the daemon)"
     if cpu["tensorflow"] < 0.2 * total:
         # With TensorFlow's default threads the kernels run on pool threads it leaves unnamed
         # (they inherit "python"), so the names cannot tell its work from the daemon's.
@@ -171,11 +174,13 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def e2e(root: Path, files: list[tuple[Path, str]], setup: Setup, *, idle: int) -> dict[str, Any]:
+def e2e(
+    root: Path, files: list[tuple[Path, str]], setup: Setup, *, idle: int, runtime: str
+) -> dict[str, Any]:
     """The images dropped at once into a daemon with `setup`; then `idle` single drops."""
     workers, max_size = setup
     root.mkdir(parents=True)
-    daemon = start_daemon(root, max_size=max_size, workers=workers)
+    daemon = start_daemon(root, max_size=max_size, workers=workers, runtime=runtime)
     try:
         staged = stage(files, root / "staging")
         result = flood(daemon, staged)
@@ -204,7 +209,13 @@ def label(setup: Setup) -> str:
 
 
 def paired_ratios(
-    data: Path, files: list[tuple[Path, str]], setup: Setup, work: Path, *, count: int
+    data: Path,
+    files: list[tuple[Path, str]],
+    setup: Setup,
+    work: Path,
+    *,
+    count: int,
+    runtime: str,
 ) -> list[dict[str, float]]:
     """Model-only, then end to end, back to back `count` times; each pair's ratio.
 
@@ -214,8 +225,8 @@ def paired_ratios(
     workers, size = setup
     pairs = []
     for i in range(count):
-        alone = model_only_split(data, size, workers)["images_per_s"]
-        run = e2e(work / f"pair-{i}", files, setup, idle=0)["images_per_s"]
+        alone = model_only_split(data, size, workers, runtime=runtime)["images_per_s"]
+        run = e2e(work / f"pair-{i}", files, setup, idle=0, runtime=runtime)["images_per_s"]
         pairs.append({"model_only": alone, "e2e": run, "ratio": run / alone})
         say(
             f"pair {i + 1}       model-only {alone:6.1f}, end-to-end {run:6.1f} images/s: "
@@ -253,6 +264,12 @@ def main() -> int:
         default=3,
         help="model-only then end-to-end, back to back, this many times (the shipped setup)",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("litert", "keras"),
+        default="litert",
+        help="serving.runtime of the daemon and of model-only (default litert, as shipped)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     files = images_in(args.data)
@@ -264,19 +281,24 @@ def main() -> int:
     # threads. The ratios are taken against the fastest of them all, so neither a smaller
     # batch nor a split of the cores can flatter them by slowing the reference down.
     refs: dict[Setup, dict[str, Any]] = {}
-    arrays = decode_all(files)
+    arrays = decode_all(files, runtime=args.runtime)
     for setup in sorted({(1, size) for _, size in setups} | set(setups)):
         workers, size = setup
         if workers == 1:
             refs[setup] = model_only(files, arrays, size)
         else:
-            refs[setup] = model_only_split(args.data, size, workers)
-        how = "one batch at a time, TensorFlow's default threads"
+            refs[setup] = model_only_split(args.data, size, workers, runtime=args.runtime)
+        how = (
+            "one batch at a time, TensorFlow's default threads"
+            if args.runtime == "keras"
+            else "one batch at a time, one interpreter on every core"
+        )
         if workers > 1:
             how = f"{workers} batches side by side, the cores split between them"
         say(
-            f"model-only   {refs[setup]['images_per_s']:7.1f} images/s  (predict_on_batch, "
-            f"batch {size}, {refs[setup]['image_size']} px, decoded arrays; {how})"
+            f"model-only   {refs[setup]['images_per_s']:7.1f} images/s  ({args.runtime} "
+            f"predict_on_batch, batch {size}, {refs[setup]['image_size']} px, decoded arrays; "
+            f"{how})"
         )
     del arrays  # 150 MB that the rest of the run does not need
     best = max(r["images_per_s"] for r in refs.values())
@@ -308,7 +330,8 @@ def main() -> int:
     runs: dict[Setup, dict[str, Any]] = {}
     for setup in setups:
         folder = work / f"e2e-{setup[0]}x{setup[1]}"
-        result = e2e(folder, files, setup, idle=args.idle if setup == shipped else 0)
+        idle = args.idle if setup == shipped else 0
+        result = e2e(folder, files, setup, idle=idle, runtime=args.runtime)
         runs[setup] = result
         agree = sum(result["labels"].get(name) == lab for name, lab in ref["labels"].items())
         filed_acc = sum(result["labels"].get(n) == lab for n, lab in truth.items()) / len(files)
@@ -337,7 +360,7 @@ def main() -> int:
         f"{len(idle_ms)} single images (goal p50 <= 250 ms; {label(shipped)})"
     )
 
-    pairs = paired_ratios(args.data, files, shipped, work, count=args.pairs)
+    pairs = paired_ratios(args.data, files, shipped, work, count=args.pairs, runtime=args.runtime)
 
     big: dict[str, Any] = {}
     if args.flood:
@@ -345,7 +368,7 @@ def main() -> int:
         root.mkdir(parents=True)
         copies = -(-args.flood // len(files))
         staged = stage(files, root / "staging", copies=copies)[: args.flood]
-        daemon = start_daemon(root, max_size=shipped[1], workers=shipped[0])
+        daemon = start_daemon(root, max_size=shipped[1], workers=shipped[0], runtime=args.runtime)
         try:
             big = flood(daemon, staged)
             big["rss"] = peak_rss_mb(daemon)
