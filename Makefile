@@ -44,6 +44,11 @@ model: install
 	rm -rf build/model
 	mkdir -p build bench/results
 	$(BIN)/inboxsort train $(MODEL_FLAGS) --export build/model 2>&1 | tee build/model.log
+	@# Ship only a complete folder: model.keras, card.json and a flatbuffer that agrees.
+	$(BIN)/python -c 'import json, pathlib, sys; d = pathlib.Path("build/model"); \
+		c = json.loads((d / "card.json").read_text()); e = c.get("litert") or {}; \
+		ok = (d / "model.keras").is_file() and e.get("agrees") and (d / e["file"]).is_file(); \
+		sys.exit(0 if ok else "build/model: no model or no LiteRT flatbuffer that agrees with Keras (build/model.log says why)")'
 	rm -rf inboxsort/builtin_model
 	mv build/model inboxsort/builtin_model
 	grep -v -e '━' -e '\[1m' build/model.log > bench/results/model.log || true

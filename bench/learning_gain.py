@@ -67,7 +67,9 @@ AFTER_SWAP = 10.0  # seconds of serving watched after the swap
 RETRAIN_TIMEOUT = 15 * 60
 
 
-def weak_model(splits: Splits, per_class: int, size: int, seed: int) -> tuple[Any, dict, set]:
+def weak_model(
+    splits: Splits, per_class: int, size: int, seed: int
+) -> tuple[Any, dict, bytes | None, set]:
     """A model trained one frozen-base epoch on the first `per_class` images of each class."""
     picked = [
         s
@@ -81,7 +83,7 @@ def weak_model(splits: Splits, per_class: int, size: int, seed: int) -> tuple[An
     result = train_on(
         small, options, data_source=f"bench slice of {per_class} per class", verbose=0
     )
-    return result.model, result.card, {s.sha256 for s in picked}
+    return result.model, result.card, result.litert, {s.sha256 for s in picked}
 
 
 def accuracy(classifier: Classifier, samples: list[Sample]) -> dict[str, Any]:
@@ -214,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"data {args.data}: {len(splits.train)} train, {len(splits.test)} test images")
 
         started = time.monotonic()
-        model, card, taught = weak_model(splits, args.per_class, args.image_size, args.seed)
+        model, card, litert, taught = weak_model(splits, args.per_class, args.image_size, args.seed)
         with open_database(config.database.url) as db:
+            # With its flatbuffer, as `inboxsort train` registers one: the daemon serves LiteRT.
             ModelStore(config.paths.models, db).register(
-                model, card, parent=None, activate=True, note="bench: weak model"
+                model, card, parent=None, activate=True, note="bench: weak model", litert=litert
             )
         weak = Classifier(model, classes, args.image_size, version=1)
         say(

@@ -133,10 +133,12 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, dataset_root: Path) -> P
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
-    """A model folder (model.keras + card.json) trained once per session at 160 px.
+    """A model folder (model.keras, model.tflite, card.json) trained once per session at 160 px.
 
-    1 frozen-base epoch + 1 fine-tune epoch on tiny_data: about 20-30 s on 2 cores. Classes are
-    ("cats", "dogs"). Shared: copy the folder before changing anything in it.
+    1 frozen-base epoch + 1 fine-tune epoch on tiny_data: about 20-30 s on 2 cores, then its
+    LiteRT flatbuffer, converted and checked as `inboxsort train` does (a few seconds), so it
+    serves with LiteRT by default as users' models do. Classes are ("cats", "dogs"). Shared:
+    copy the folder before changing anything in it.
     """
     from inboxsort.config import TrainConfig
     from inboxsort.model.artifact import write_version_folder
@@ -144,8 +146,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pat
 
     options = TrainConfig(image_size=TINY_IMAGE_SIZE, epochs=1, fine_tune_epochs=1)
     result = train(tiny_data, options, verbose=0)
+    assert result.litert is not None, f"LiteRT conversion failed: {result.litert_error}"
     folder = tmp_path_factory.mktemp("tiny_model") / "model"
-    return write_version_folder(result.model, result.card, folder)
+    return write_version_folder(result.model, result.card, folder, litert=result.litert)
 
 
 @pytest.fixture(scope="session")

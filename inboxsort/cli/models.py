@@ -1,17 +1,20 @@
-"""Model commands: train, evaluate, classify, models list|activate|rollback."""
+"""Model commands: train, evaluate, classify, models list|activate|rollback|export."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inboxsort.cli.common import open_store
 from inboxsort.config import Config, TrainConfig
-from inboxsort.errors import ConfigError
+from inboxsort.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from inboxsort.model.registry import ModelStore
 
 
 def add_commands(sub: Any) -> None:
@@ -49,6 +52,18 @@ def add_commands(sub: Any) -> None:
     act = msub.add_parser("activate", help="serve a version (0 is the shipped default)")
     act.add_argument("version", type=int)
     msub.add_parser("rollback", help="serve the active version's parent")
+    export = msub.add_parser(
+        "export", help="add a LiteRT flatbuffer to versions without one (needs TensorFlow)"
+    )
+    export.add_argument(
+        "versions", type=int, nargs="*", metavar="VERSION", help="default: every one without"
+    )
+    export.add_argument(
+        "--data",
+        type=Path,
+        help="check it on this folder of class folders (default: the test split of "
+        "train.data, else confirmed library images)",
+    )
     models.set_defaults(handler=cmd_models)
 
 
@@ -67,19 +82,41 @@ def cmd_train(config: Config, args: argparse.Namespace) -> int:
     data = args.data or config.train.data
     if data is None:
         raise ConfigError("config: train.data is not set: pass --data DIR")
+    export = args.export
+    # Before training, which takes minutes: an export never replaces anything already there.
+    if export and (export.is_symlink() or export.exists()):
+        try:
+            empty = export.is_dir() and not export.is_symlink() and not any(export.iterdir())
+        except OSError:
+            empty = False
+        if not empty:
+            raise ConfigError(
+                f"--export {export} exists and is not an empty folder; name a new or empty folder"
+            )
     result = train(data, _train_options(config, args), verbose=0 if args.quiet else 1)
     if args.export:
         if args.export.exists():
-            shutil.rmtree(args.export)
-        write_version_folder(result.model, result.card, args.export)
+            try:
+                args.export.rmdir()  # the empty folder checked above (fails if it filled up)
+            except OSError as exc:
+                why = f"--export {args.export}: {exc.strerror}; the trained model was not written"
+                raise ConfigError(why) from None
+        write_version_folder(result.model, result.card, args.export, litert=result.litert)
         where = str(args.export)
     else:
         store = open_store(config)
         info = store.register(
-            result.model, result.card, parent=None, activate=args.activate, note="inboxsort train"
+            result.model,
+            result.card,
+            parent=None,
+            activate=args.activate,
+            note="inboxsort train",
+            litert=result.litert,
         )
         where = f"version {info.version} in {info.path}" + (" (active)" if info.active else "")
     print(f"trained {where}\n{summary_table(result.card)}")
+    if result.litert_error:
+        print(f"  litert      not converted, serves with Keras: {result.litert_error}")
     return 0
 
 
@@ -156,23 +193,70 @@ def cmd_classify(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_models(config: Config, args: argparse.Namespace) -> int:
-    """models list|activate|rollback."""
+    """models list|activate|rollback|export."""
     store = open_store(config)
     if args.action == "activate":
         store.activate(args.version)
         print(f"version {args.version} is active")
     elif args.action == "rollback":
         print(f"rolled back: version {store.rollback()} is active")
-    elif args.json:
-        print(json.dumps([v.to_json() for v in store.versions()], indent=2))
+    elif args.action == "export":
+        return _export(config, store, args)
     else:
-        for v in store.versions():
-            acc = ((v.metrics or {}).get("test") or {}).get("accuracy")
-            mark = "*" if v.active else " "
-            when = "builtin" if v.builtin else (v.created_at or "")[:19]
-            print(
-                f"{mark} {v.version:>4}  {when:<19}"
-                f"  {v.image_size or '?'}px  test accuracy {acc if acc is None else f'{acc:.4f}'}"
-                f"  {v.path}"
-            )
+        _list(config, store, as_json=args.json)
     return 0
+
+
+def _list(config: Config, store: ModelStore, *, as_json: bool) -> None:
+    """Every version, with the runtime it serves with (and why not LiteRT, when it does not)."""
+    rows = []
+    for v in store.versions():
+        runtime, why = store.serving(v.version, config.serving.runtime)
+        rows.append((v, runtime, why))
+    if as_json:
+        entries = [{**v.to_json(), "runtime": r, "runtime_reason": why} for v, r, why in rows]
+        print(json.dumps(entries, indent=2))
+        return
+    for v, runtime, why in rows:
+        acc = ((v.metrics or {}).get("test") or {}).get("accuracy")
+        mark = "*" if v.active else " "
+        when = "builtin" if v.builtin else (v.created_at or "")[:19]
+        print(
+            f"{mark} {v.version:>4}  {when:<19}"
+            f"  {v.image_size or '?'}px  test accuracy {acc if acc is None else f'{acc:.4f}'}"
+            f"  {runtime:<6}  {v.path}" + (f"  ({' '.join(why.split())})" if why else "")
+        )
+
+
+def _export(config: Config, store: ModelStore, args: argparse.Namespace) -> int:
+    """Add a checked flatbuffer to the named versions (default: every one without a usable one)."""
+    from inboxsort.model.artifact import BUILTIN, read_card
+    from inboxsort.trainer.flatbuffer import export_version, needs_export, probe_images
+
+    known = {v.version for v in store.versions()}
+    unknown = [n for n in args.versions if n not in known]
+    if unknown:
+        raise ModelError(f"model version {unknown[0]} is not registered")
+    # The shipped model comes with its flatbuffer: only a version named here is exported.
+    named = args.versions or sorted(known - {BUILTIN})
+    wanted = [n for n in dict.fromkeys(named) if needs_export(store, n)]
+    for version in sorted(set(args.versions) - set(wanted)):
+        print(f"version {version} already has a LiteRT flatbuffer that agrees with Keras")
+    if not wanted and not args.versions:
+        print("every version already has a LiteRT flatbuffer that agrees with Keras")
+    failed = 0
+    for version in wanted:
+        try:
+            classes = read_card(store.folder(version))["classes"]
+            probe = probe_images(config, store.db, classes, args.data)  # ConfigError: none
+            flatbuffer = export_version(store, version, probe)
+        except ModelError as exc:
+            print(f"version {version}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        verdict = "serves with LiteRT" if flatbuffer.agreement.agrees else "serves with Keras"
+        print(f"version {version}: {flatbuffer.agreement.describe()}; {verdict}")
+        if flatbuffer.agreement.agrees and version == store.active_version():
+            # The daemon reloads a version when another one is activated, not in place.
+            print(f"version {version} is active: restart a running daemon to serve it with LiteRT")
+    return 1 if failed else 0

@@ -88,7 +88,7 @@ def load_classifier(
         network = LiteRTNetwork(
             folder / LITERT_FILE, copies=workers, threads=max(1, cores // max(1, workers))
         )
-        _check_shape(folder, network.input_shape, _outputs(card), size, classes)
+        _check_shape(folder, network, _outputs(card), size, classes)
         return Classifier(network, classes, size, version, runtime="litert")
     if runtime != "keras":
         level = logging.WARNING if runtime == "litert" or "litert" in card else logging.INFO
@@ -126,10 +126,12 @@ def _outputs(card: dict[str, Any]) -> int:
 
 
 def _check_shape(
-    folder: Path, shape: tuple[int, ...], outputs: int, size: int, classes: tuple[str, ...]
+    folder: Path, network: LiteRTNetwork, outputs: int, size: int, classes: tuple[str, ...]
 ) -> None:
-    if tuple(shape) != (size, size, 3):
+    shape = tuple(int(n) for n in network.input_shape)
+    out = tuple(int(n) for n in network.output_shape)
+    if shape != (size, size, 3) or out[-1:] != (outputs,):
         raise ModelError(
-            f"{folder / LITERT_FILE}: input {shape} does not match its card "
+            f"{folder / LITERT_FILE}: input {shape}, output {out} does not match its card "
             f"({size}x{size}, classes {list(classes)})"
         )

@@ -7,6 +7,8 @@ the augmentation layers are training-only random ops the converter cannot take.
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from inboxsort.files import fsync_dir
+from inboxsort.model.artifact import CARD_FILE, read_card
 from inboxsort.model.classifier import probabilities
 from inboxsort.model.litert import AGREEMENT_BOUND, LITERT_FILE, LiteRTNetwork
 
@@ -108,3 +112,35 @@ def measure(
         equal += int((ours.argmax(axis=1) == theirs.argmax(axis=1)).sum())
         worst = max(worst, float(np.abs(ours - theirs).max()))
     return Agreement(probe=probe_name, n=len(probe), labels_equal=equal, max_abs_diff=worst)
+
+
+def attach(folder: Path, flatbuffer: Flatbuffer) -> dict[str, Any]:
+    """Add a flatbuffer to an existing version folder; returns the card as written.
+
+    model.tflite first, then the card that names it, each under a temporary name, fsynced and
+    renamed into place: a reader sees the old card (no artifact, or one whose SHA-256 no longer
+    matches: Keras serves) or the new one with its file, never a half-written file. model.keras
+    is not touched.
+    """
+    card = read_card(folder)
+    card["litert"] = flatbuffer.card_entry()
+    _replace(folder / LITERT_FILE, flatbuffer.content)
+    _replace(folder / CARD_FILE, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    fsync_dir(folder)
+    return card
+
+
+def _replace(path: Path, content: bytes) -> None:
+    """Write `content` to a temporary file beside `path`, fsync it, rename it over `path`."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        temp.chmod(0o644)  # mkstemp's 0600 would hide it from a daemon running as another user
+        temp.replace(path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

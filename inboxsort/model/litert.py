@@ -43,6 +43,7 @@ class LiteRTNetwork:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {path} with LiteRT: {exc}") from None
         self.input_shape = tuple(slot.input["shape"][1:])
+        self.output_shape = tuple(slot.output["shape"][1:])
 
     def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
         """The model's outputs for a batch of (n, size, size, 3) pixels."""

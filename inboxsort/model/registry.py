@@ -18,6 +18,7 @@ from inboxsort.model.artifact import (
     write_version_folder,
 )
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.litert import refusal
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,19 @@ class ModelStore:
         activate: bool,
         promoted: bool | None = None,
         note: str | None = None,
+        litert: bytes | None = None,
     ) -> VersionInfo:
-        """Write a new version folder atomically, then record it (and activate it if asked)."""
+        """Write a new version folder atomically, then record it (and activate it if asked).
+
+        `litert` is the version's LiteRT flatbuffer, whose entry the card holds under "litert";
+        without it the version serves with Keras, and a "litert" entry in `card` is dropped:
+        it would name a file the folder does not have.
+        """
         version = self._next_version()
         card = {**card, "version": version, "parent": parent}
-        folder = write_version_folder(model, card, self.folder(version))
+        if litert is None:
+            card.pop("litert", None)
+        folder = write_version_folder(model, card, self.folder(version), litert=litert)
         with self.db.session() as session, session.begin():
             if activate:
                 # In the same transaction as the insert: no reader ever sees the new version
@@ -183,6 +192,19 @@ class ModelStore:
                 )
             raise ModelError(f"model version {chosen}: {folder} has no model.keras")
         return load_classifier(folder, version=chosen, runtime=runtime, workers=workers)
+
+    def serving(self, version: int, runtime: str = "auto") -> tuple[str, str | None]:
+        """The runtime a version would serve with under `runtime`, and why not LiteRT (or None).
+
+        Reads files only (the card, and the flatbuffer's SHA-256): no runtime is loaded. A
+        version whose card cannot be read serves with nothing: ("none", why).
+        """
+        folder = self.folder(version)
+        try:
+            why = refusal(folder, read_card(folder), runtime)
+        except ModelError as exc:
+            return "none", str(exc)
+        return ("litert", None) if why is None else ("keras", why)
 
 
 def require_model(store: ModelStore, *, runtime: str = "auto") -> Classifier:

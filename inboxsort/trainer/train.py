@@ -16,6 +16,7 @@ from inboxsort.model.classifier import Classifier
 from inboxsort.trainer.dataset import Splits, discover, load_arrays
 from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
+from inboxsort.trainer.flatbuffer import convert_or_none, first_nonempty
 from inboxsort.trainer.recipe import BACKBONE, build_model, compile_phase, keras_cache, weights_file
 
 
@@ -38,10 +39,12 @@ class TrainMetrics:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A trained serving model and its card."""
+    """A trained serving model, its card, and its LiteRT flatbuffer (None: see litert_error)."""
 
     model: Any
-    card: dict[str, Any]
+    card: dict[str, Any]  # with a "litert" entry when `litert` is set
+    litert: bytes | None = None
+    litert_error: str = ""  # why the conversion failed: the model then serves with Keras
 
 
 def train(data: Path, options: TrainConfig, *, verbose: int = 1) -> TrainResult:
@@ -86,7 +89,15 @@ def train_on(
     seconds["total"] = time.monotonic() - started
     skipped_all = [f"{p}: {why}" for p, why in skipped + skipped_val + skipped_test]
     card = _card(splits, options, data_source, skipped_all, metrics, history, seconds)
-    return TrainResult(model=served, card=card)
+    # Checked on images it was not trained on where there are any.
+    probe, probe_name = first_nonempty(
+        (x_test, "test"), (x_val, "validation"), (x_train, "training")
+    )
+    flatbuffer, why = convert_or_none(served, probe, probe_name)
+    if flatbuffer is None:
+        return TrainResult(model=served, card=card, litert_error=why)
+    card["litert"] = flatbuffer.card_entry()
+    return TrainResult(model=served, card=card, litert=flatbuffer.content)
 
 
 def _card(
@@ -189,4 +200,12 @@ def summary_table(card: dict[str, Any]) -> str:
         f"phase 1 {wall.get('phase1', 0):.0f} s, phase 2 {wall.get('phase2', 0):.0f} s)"
     )
     rows.append(f"  peak memory {card.get('peak_rss_mb', 0):.0f} MB")
+    litert = card.get("litert")
+    if isinstance(litert, dict):
+        gate = litert.get("agreement") or {}
+        verdict = "serves with LiteRT" if litert.get("agrees") else "gate failed: serves with Keras"
+        rows.append(
+            f"  litert      {gate.get('labels_equal')}/{gate.get('n')} labels equal to Keras, "
+            f"largest difference {float(gate.get('max_abs_diff', 0)):.2g} ({verdict})"
+        )
     return "\n".join(rows)

@@ -98,6 +98,8 @@ def test_train_registers_and_activates_version_1_and_prints_a_summary(trained):
         r"  test        accuracy \d\.\d{4}  loss \d+\.\d{4}  n \d+",
         r"  wall time   \d+ s \(load \d+ s, phase 1 \d+ s, phase 2 \d+ s\)",
         r"  peak memory \d+ MB",
+        r"  litert      (\d+)/\1 labels equal to Keras, largest difference \S+ "
+        r"\(serves with LiteRT\)",
     ]
     assert len(lines) == 1 + len(summary), result.stdout
     for line, pattern in zip(lines[1:], summary, strict=True):
@@ -107,6 +109,7 @@ def test_train_registers_and_activates_version_1_and_prints_a_summary(trained):
     assert sorted(p.name for p in (trained.models / "0001").iterdir()) == [
         "card.json",
         "model.keras",
+        "model.tflite",
     ]
     assert (trained.root / "db.sqlite3").is_file()
 
@@ -124,6 +127,8 @@ def test_models_list_json(cli, trained):
     assert first["classes"] == ["cats", "dogs"]
     assert set(first["metrics"]) == {"validation", "test", "train_n"}
     assert first["note"] == "inboxsort train" and first["parent"] is None
+    for entry in (builtin, first):
+        assert (entry["runtime"], entry["runtime_reason"]) == ("litert", None)
 
 
 def test_models_list_text_marks_the_active_version(cli, trained):
@@ -133,7 +138,8 @@ def test_models_list_text_marks_the_active_version(cli, trained):
     assert len(lines) == 2
     assert lines[0].startswith("     0  builtin")
     assert re.match(r"^\*    1  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d  160px  test accuracy ", lines[1])
-    assert lines[1].endswith(str(trained.models / "0001"))
+    assert lines[1].endswith(f"  litert  {trained.models / '0001'}")
+    assert lines[0].endswith(f"  litert  {BUILTIN_DIR}")
 
 
 def test_card_json_records_the_whole_recipe(cli, trained, tiny_data):
@@ -167,6 +173,9 @@ def test_card_json_records_the_whole_recipe(cli, trained, tiny_data):
         assert set(m["per_class"]) == {"cats", "dogs"}
         assert sum(c["support"] for c in m["per_class"].values()) == m["n"]
     assert len(card["history"]["loss"]) == 2  # one epoch per phase
+    litert = card["litert"]  # checked on the test split, as every version is
+    assert litert["agreement"]["probe"] == f"the {data['test']} test images"
+    assert litert["agrees"] is True and litert["file"] == "model.tflite"
     assert set(card["wall_seconds"]) == {"load", "phase1", "phase2", "total"}
     assert card["wall_seconds"]["total"] >= card["wall_seconds"]["phase1"]
     assert card["peak_rss_mb"] > 100

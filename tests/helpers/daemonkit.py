@@ -33,6 +33,7 @@ from inboxsort.db import (
     open_database,
     utcnow,
 )
+from inboxsort.service.lock import INBOX_LOCK_NAME
 
 T = TypeVar("T")
 
@@ -168,7 +169,9 @@ class Site:
     def register(self, model_folder: Path, *, corrupt: bool = False) -> int:
         """Copy a model folder in as the next version and record it (inactive); its number.
 
-        `corrupt` replaces model.keras with bytes Keras cannot load (the card stays valid).
+        `corrupt` replaces model.keras with bytes Keras cannot load and flips bytes of its
+        LiteRT flatbuffer, whose SHA-256 then no longer matches (the card stays valid): the
+        version falls back to Keras, which cannot load it either.
         """
         with open_database(self.config.database.url) as db:
             with db.session() as session:
@@ -178,6 +181,10 @@ class Site:
             shutil.copytree(model_folder, folder)
             if corrupt:
                 (folder / "model.keras").write_bytes(b"PK\x03\x04 this is not a keras archive")
+                flatbuffer = folder / "model.tflite"
+                if flatbuffer.exists():
+                    data = flatbuffer.read_bytes()
+                    flatbuffer.write_bytes(bytes(b ^ 0xFF for b in data[:64]) + data[64:])
             card = json.loads((folder / "card.json").read_text())
             with db.begin() as session:
                 session.add(
@@ -203,7 +210,8 @@ class Site:
     # -- what is where -----------------------------------------------------------------------
 
     def inbox_files(self) -> list[Path]:
-        return files_under(self.inbox)
+        """Every entry in the inbox but the running daemon's lock file (service/lock.py)."""
+        return [p for p in files_under(self.inbox) if p != self.inbox / INBOX_LOCK_NAME]
 
     def outputs(self) -> list[Path]:
         """Every entry in the library, failed/ and duplicates/."""

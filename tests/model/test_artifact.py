@@ -152,7 +152,8 @@ def edit_card(folder: Path, **changes: Any) -> None:
 
 
 def test_tiny_model_loads_with_safe_mode_and_classifies(tiny_model, tiny_card, dataset_root):
-    classifier = load_classifier(tiny_model, version=3)
+    # Its Keras file (LiteRT serving is tests/model/test_litert.py).
+    classifier = load_classifier(tiny_model, version=3, runtime="keras")
     assert isinstance(classifier, Classifier)
     assert classifier.classes == ("cats", "dogs") == tuple(tiny_card["classes"])
     assert classifier.image_size == 160 == tiny_card["image_size"]
@@ -190,7 +191,7 @@ def test_card_class_count_mismatch_is_refused(tiny_copy):
 def test_garbage_model_file_is_a_model_error(tiny_copy):
     (tiny_copy / MODEL_FILE).write_bytes(b"\x00garbage, not a zip" * 100)
     with pytest.raises(ModelError) as info:
-        load_classifier(tiny_copy, version=1)
+        load_classifier(tiny_copy, version=1, runtime="keras")
     assert str(info.value).startswith(f"cannot load {tiny_copy / MODEL_FILE}: ")
 
 

@@ -14,6 +14,7 @@ from inboxsort.db import open_database
 from inboxsort.errors import ModelError
 from inboxsort.imageio import load_image
 from inboxsort.model.artifact import BUILTIN, BUILTIN_DIR, load_classifier, read_card
+from inboxsort.model.litert import AGREEMENT_BOUND, LITERT_FILE
 from inboxsort.model.registry import ModelStore, VersionInfo
 
 CARD = {"classes": ["cats", "dogs"], "image_size": 8, "metrics": {"test": {"accuracy": 0.75}}}
@@ -156,14 +157,40 @@ def test_load_returns_the_active_or_the_asked_version(store, model):
 
 
 def test_register_the_tiny_model_and_serve_it(store, tiny_model, dataset_root):
-    trained = load_classifier(tiny_model, version=-1)
+    trained = load_classifier(tiny_model, version=-1, runtime="keras")
     card = read_card(tiny_model)
-    info = store.register(trained.model, card, parent=None, activate=True, note="tiny")
+    litert = (tiny_model / LITERT_FILE).read_bytes()
+    info = store.register(
+        trained.model, card, parent=None, activate=True, note="tiny", litert=litert
+    )
     assert (info.version, info.active, info.image_size) == (1, True, 160)
     assert info.metrics == card["metrics"]
+    folder = store.folder(1)
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "model.keras", LITERT_FILE]
+    assert (folder / LITERT_FILE).read_bytes() == litert
+    assert read_card(folder)["litert"] == card["litert"]
+    assert store.serving(1) == ("litert", None)
     served = store.load()
     assert served.version == 1 and served.classes == ("cats", "dogs")
+    assert served.runtime == "litert"
     pixels = np.stack([load_image(dataset_root / "validation" / "dogs" / "dog.2000.jpg", 160)])
     np.testing.assert_allclose(
-        served.predict_probabilities(pixels), trained.predict_probabilities(pixels), atol=1e-6
+        served.predict_probabilities(pixels),
+        trained.predict_probabilities(pixels),
+        atol=AGREEMENT_BOUND,
     )
+    assert store.load(runtime="keras").runtime == "keras"
+
+
+def test_register_without_flatbuffer_drops_the_cards_litert_entry(store, model):
+    entry = {"file": LITERT_FILE, "sha256": "0" * 64, "agreement": {}, "agrees": True}
+    store.register(model, {**CARD, "litert": entry}, parent=None, activate=True)
+    folder = store.folder(1)
+    assert "litert" not in read_card(folder)
+    assert not (folder / LITERT_FILE).exists()
+    runtime, why = store.serving(1)
+    assert runtime == "keras" and why is not None and "no LiteRT artifact" in why
+    assert store.serving(1, "keras") == ("keras", 'serving.runtime = "keras"')
+    shutil.rmtree(folder)
+    runtime, why = store.serving(1)
+    assert runtime == "none" and why is not None and "unreadable" in why

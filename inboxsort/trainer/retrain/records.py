@@ -65,6 +65,11 @@ class RetrainJob:
     out_model: Path  # where the worker saves the candidate
     result: Path  # where the worker writes its result
 
+    @property
+    def out_litert(self) -> Path:
+        """Where the worker writes the candidate's LiteRT flatbuffer: beside the .keras file."""
+        return self.out_model.with_suffix(".tflite")
+
     def to_json(self) -> dict[str, Any]:
         """The job file's JSON."""
         return {
@@ -121,6 +126,10 @@ class WorkerResult:
     seconds: Mapping[str, float]  # load, fit, total
     peak_rss_mb: float
     versions: Mapping[str, str]  # tensorflow, keras, python
+    # The card's "litert" entry of the flatbuffer written to the job's out_litert, or None
+    # with the reason the conversion failed (the candidate then serves with Keras).
+    litert: Mapping[str, Any] | None = None
+    litert_error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The result file's JSON, `ok` true."""
@@ -132,6 +141,8 @@ class WorkerResult:
             "seconds": dict(self.seconds),
             "peak_rss_mb": self.peak_rss_mb,
             "versions": dict(self.versions),
+            "litert": None if self.litert is None else dict(self.litert),
+            "litert_error": self.litert_error,
         }
 
     @classmethod
@@ -144,6 +155,8 @@ class WorkerResult:
             seconds={str(k): float(v) for k, v in data["seconds"].items()},
             peak_rss_mb=float(data["peak_rss_mb"]),
             versions={str(k): str(v) for k, v in data["versions"].items()},
+            litert=data.get("litert"),
+            litert_error=str(data.get("litert_error") or ""),
         )
 
 

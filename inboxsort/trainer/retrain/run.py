@@ -255,7 +255,7 @@ def _train_and_judge(
                 ran=True, failed=True, reason=f"failed: {why}", active=active, new_corrections=new
             )
         info, promote, reason = _judge_and_register(
-            config, store, plan, active_card, result, job.out_model, planned_at
+            config, store, plan, active_card, result, job, planned_at
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -281,7 +281,7 @@ def _judge_and_register(
     plan: RetrainPlan,
     active_card: dict[str, Any],
     result: WorkerResult,
-    model_file: Path,
+    job: RetrainJob,
     planned_at: dt.datetime,
 ) -> tuple[VersionInfo, bool, str]:
     """Apply the gate and register the candidate, promoted or not; (its info, promoted, why)."""
@@ -299,15 +299,39 @@ def _judge_and_register(
         started_at=planned_at,
         plan=plan.summary(),
     )
+    card = _card(active_card, metrics, result)
+    litert = _flatbuffer(job, result)
+    if litert is not None:
+        card["litert"] = dict(result.litert or {})
     info = store.register(
-        SavedModelFile(model_file),
-        _card(active_card, metrics, result),
+        SavedModelFile(job.out_model),
+        card,
         parent=plan.active,
         activate=promote,
         promoted=promote,
         note=reason,
+        litert=litert,
     )
     return info, promote, reason
+
+
+def _flatbuffer(job: RetrainJob, result: WorkerResult) -> bytes | None:
+    """The candidate's flatbuffer the worker wrote, or None (logged): it then serves with Keras."""
+    if result.litert is None:
+        log.warning(
+            "retrain: the candidate has no LiteRT flatbuffer and will serve with Keras: %s",
+            result.litert_error or "the worker made none",
+        )
+        return None
+    try:
+        return job.out_litert.read_bytes()
+    except OSError as exc:
+        log.warning(
+            "retrain: cannot read the candidate's flatbuffer %s (%s); it will serve with Keras",
+            job.out_litert,
+            exc.strerror or exc,
+        )
+        return None
 
 
 def describe_outcome(outcome: RetrainOutcome) -> str:

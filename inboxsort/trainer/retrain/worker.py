@@ -3,7 +3,8 @@
 Continues fine-tuning the active model with the recipe's phase 2 (compile_phase: base layers
 from fine_tune_at trainable, RMSprop; BatchNorm stays in inference mode because the saved graph
 calls the base with training=False), scores the model before and after on the gate set and the
-held-out corrections, saves the candidate and writes a small JSON result. The parent decides.
+held-out corrections, saves the candidate and its LiteRT flatbuffer (checked on those same
+images) and writes a small JSON result. The parent decides.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from inboxsort.model.classifier import Classifier
 from inboxsort.trainer.dataset import Sample, load_arrays
 from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
+from inboxsort.trainer.flatbuffer import convert_or_none
 from inboxsort.trainer.recipe import compile_phase
 from inboxsort.trainer.retrain.records import (
     Judged,
@@ -97,7 +99,8 @@ def run(job: RetrainJob) -> WorkerResult:
     started = time.monotonic()
     parent = os.getppid()
     keras.utils.set_random_seed(job.seed)
-    active = load_classifier(job.model_dir, version=job.version)
+    # Keras whatever serves: a LiteRT flatbuffer cannot be trained.
+    active = load_classifier(job.model_dir, version=job.version, runtime="keras")
     if active.classes != job.classes:
         raise ModelError(f"the active model's classes {list(active.classes)} changed meanwhile")
     size = active.image_size
@@ -115,6 +118,7 @@ def run(job: RetrainJob) -> WorkerResult:
     candidate = Classifier(served, active.classes, size, version=-1)
     after = _judge(candidate, gate_set, corrections)
     served.save(str(job.out_model))
+    litert, litert_error = _flatbuffer(served, job, gate_set, corrections, train)
     return WorkerResult(
         active=before,
         candidate=after,
@@ -126,7 +130,28 @@ def run(job: RetrainJob) -> WorkerResult:
         },
         peak_rss_mb=round(peak_rss_mb(), 1),
         versions=versions(),
+        litert=litert,
+        litert_error=litert_error,
     )
+
+
+def _flatbuffer(
+    served: Any, job: RetrainJob, gate_set: Labelled, corrections: Labelled, train: Labelled
+) -> tuple[dict[str, Any] | None, str]:
+    """Convert the candidate, checked on the images that judge it; write job.out_litert.
+
+    Returns its card entry, or (None, why) when the conversion failed: the candidate is still
+    registered, and serves with Keras.
+    """
+    probe = np.concatenate([gate_set[0], corrections[0]])
+    name = f"the {len(gate_set[0])} gate-set images and {len(corrections[0])} held-out corrections"
+    if not len(probe):  # nothing judges it: agreement on the images it learnt from, then
+        probe, name = train[0], f"the {len(train[0])} training images"
+    flatbuffer, why = convert_or_none(served, probe, name)
+    if flatbuffer is None:
+        return None, why
+    job.out_litert.write_bytes(flatbuffer.content)
+    return flatbuffer.card_entry(), ""
 
 
 def main(argv: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -93,6 +94,7 @@ def test_job_json_round_trips_with_paths_and_labelled_rows(tmp_path):
     assert data["train"] == [["/lib/dogs/a.jpg", 1], ["/lib/cats/b.jpg", 0]]
     assert data["model_dir"] == str(tmp_path / "0001") and data["classes"] == ["cats", "dogs"]
     assert RetrainJob.from_json(data) == job
+    assert job.out_litert == tmp_path / "candidate.tflite"  # beside the .keras file
 
 
 def test_worker_results_and_failures_read_back_from_the_result_file_json():
@@ -106,7 +108,16 @@ def test_worker_results_and_failures_read_back_from_the_result_file_json():
     )
     data = through_json(result.to_json())
     assert data["ok"] is True and data["active"]["set"]["n"] == 4
+    assert data["litert"] is None and data["litert_error"] == ""
     assert result_from_json(data) == result
+    entry = {"file": "model.tflite", "sha256": "ab" * 32, "agreement": {"n": 4}, "agrees": True}
+    converted = replace(result, litert=entry)
+    assert result_from_json(through_json(converted.to_json())) == converted
+    failed_conversion = replace(result, litert_error="RuntimeError: no")
+    assert result_from_json(through_json(failed_conversion.to_json())) == failed_conversion
+    # A result written before workers converted reads as one without a flatbuffer.
+    older = {k: v for k, v in data.items() if k not in ("litert", "litert_error")}
+    assert result_from_json(older) == result
     failed = through_json(WorkerFailure("cannot load x").to_json())
     assert failed == {"ok": False, "error": "cannot load x"}
     assert result_from_json(failed) == WorkerFailure("cannot load x")

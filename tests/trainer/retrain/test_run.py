@@ -24,6 +24,7 @@ from inboxsort.db import (
     open_database,
 )
 from inboxsort.files import file_sha256
+from inboxsort.model.litert import LITERT_FILE
 from inboxsort.model.registry import ModelStore
 from inboxsort.trainer.dataset import hash_fraction
 from inboxsort.trainer.retrain.gate import judge
@@ -61,7 +62,11 @@ def make_setup(make_config, tiny_model, tiny_card) -> Iterator:
         opened.append(db)
         store = ModelStore(config.paths.models, db)
         store.register(
-            SavedModelFile(tiny_model / "model.keras"), tiny_card, parent=None, activate=True
+            SavedModelFile(tiny_model / "model.keras"),
+            tiny_card,
+            parent=None,
+            activate=True,
+            litert=(tiny_model / LITERT_FILE).read_bytes(),
         )
         assert store.active_version() == 1
         return Setup(config, path, db, store)
@@ -242,6 +247,7 @@ def test_poisoned_corrections_make_a_worse_candidate_that_is_not_promoted(make_s
     card = json.loads((Path(info.path) / "card.json").read_text())
     assert card["classes"] == list(CLASSES) and card["parent"] == 1
     assert_the_metrics_json_keeps_its_shape(card, info.metrics)
+    assert_the_candidate_serves_with_litert(setup, info.version, card)
     # Only the trained-on corrections are marked; held-out ones stay unused.
     used = [c.used_in_version for c in corrections(setup)]
     assert used == [2] * 16 + [None] * 4
@@ -249,6 +255,24 @@ def test_poisoned_corrections_make_a_worse_candidate_that_is_not_promoted(make_s
     pool, new = new_corrections(setup.db, 1)
     assert len(pool) == 20 and new == 0
     assert retrain(setup.config).reason.startswith("skipped: 0 new")
+
+
+def assert_the_candidate_serves_with_litert(setup: Setup, version: int, card: dict) -> None:
+    """The worker converted the candidate, checked on the images that judged it."""
+    folder = setup.store.folder(version)
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "model.keras", LITERT_FILE]
+    entry = card["litert"]
+    assert entry["file"] == LITERT_FILE and entry["sha256"] == file_sha256(folder / LITERT_FILE)
+    gate_n = card["metrics"]["gate"]["candidate"]["set"]["n"]
+    held_n = card["metrics"]["gate"]["candidate"]["corrections"]["n"]
+    agreement = entry["agreement"]
+    assert agreement["n"] == gate_n + held_n > 0
+    assert agreement["probe"] == (f"the {gate_n} gate-set images and {held_n} held-out corrections")
+    assert agreement["labels_equal"] == agreement["n"] and entry["agrees"] is True
+    assert agreement["max_abs_diff"] <= agreement["bound"]
+    # The parent never imported TensorFlow to get here, and the hot-swap loads LiteRT.
+    served = setup.store.load(version, runtime=setup.config.serving.runtime)
+    assert served.runtime == "litert" and served.version == version
 
 
 def assert_the_metrics_json_keeps_its_shape(card: dict, metrics: dict) -> None:
