@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from inboxsort.service.lock import INBOX_LOCK_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
@@ -199,7 +201,11 @@ def account(daemon: Daemon, library: Path, dropped: list[str]) -> tuple[bool, st
     paths = {Path(p) for _n, s, p in rows if s == "filed"}
     outside = [p for p in paths if library not in p.parents or not p.is_file()]
     files = [p for p in library.rglob("*") if p.is_file()]
-    inbox = [p for p in (daemon.root / "inbox").rglob("*") if p.is_file()]
+    inbox = [
+        p
+        for p in (daemon.root / "inbox").rglob("*")
+        if p.is_file() and p.name != INBOX_LOCK_NAME  # the running daemon's lock file
+    ]
     ok = not bad_rows and not outside and not inbox and len(rows) == len(files) == len(dropped)
     text = (
         f"{len(dropped)} dropped, {len(rows)} rows ({len(bad_rows)} names without exactly one), "

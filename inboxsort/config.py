@@ -296,20 +296,8 @@ def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
 
 
 def _cross_check(config: Config) -> None:
-    """Checks that span keys: folders that must not nest inside the watched inbox."""
-    inbox = config.paths.inbox.resolve()
-    for name in ("library", "failed", "models", "duplicates"):
-        folder = getattr(config.paths, name).resolve()
-        if folder == inbox or inbox in folder.parents:
-            raise _fail(
-                f"paths.{name}", str(getattr(config.paths, name)), "a folder outside paths.inbox"
-            )
-        if name in ("library", "failed") and folder in inbox.parents:
-            raise _fail(
-                f"paths.{name}",
-                str(getattr(config.paths, name)),
-                "a folder not containing the inbox",
-            )
+    """Checks that span keys: no two folders alike or nested, a crontab line that parses."""
+    _check_folders_apart(config.paths)
     if config.retrain.cron:
         try:
             from apscheduler.triggers.cron import CronTrigger
@@ -317,6 +305,27 @@ def _cross_check(config: Config) -> None:
             CronTrigger.from_crontab(config.retrain.cron)
         except ValueError as exc:
             raise _fail("retrain.cron", config.retrain.cron, f"a crontab line ({exc})") from None
+
+
+def _check_folders_apart(paths: PathsConfig) -> None:
+    """No folder is another, or inside another, either way round (symlinks resolved).
+
+    Files would be filed into the inbox that feeds them, models would be taken for images,
+    a correction could not be told from a failure. The later key of each pair is named.
+    """
+    names = [f.name for f in dataclasses.fields(PathsConfig)]
+    resolved = {name: getattr(paths, name).resolve() for name in names}
+    for i, later in enumerate(names):
+        folder = resolved[later]
+        for earlier in names[:i]:
+            other = resolved[earlier]
+            if folder == other or other in folder.parents:
+                expected = f"a folder outside paths.{earlier}"
+            elif folder in other.parents:
+                expected = f"a folder not containing paths.{earlier}"
+            else:
+                continue
+            raise _fail(f"paths.{later}", str(getattr(paths, later)), expected)
 
 
 def find_config(explicit: Path | None) -> Path | None:

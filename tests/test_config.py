@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import tomllib
@@ -344,8 +345,10 @@ def test_make_config_fixture_puts_everything_under_tmp_path(tmp_path, make_confi
         ({"failed": "inbox/sub/failed"}, "failed", "a folder outside paths.inbox"),
         ({"models": "inbox/models"}, "models", "a folder outside paths.inbox"),
         ({"duplicates": "inbox/dups"}, "duplicates", "a folder outside paths.inbox"),
-        ({"inbox": "library/inbox"}, "library", "a folder not containing the inbox"),
-        ({"inbox": "failed/inbox"}, "failed", "a folder not containing the inbox"),
+        ({"inbox": "library/inbox"}, "library", "a folder not containing paths.inbox"),
+        ({"inbox": "failed/inbox"}, "failed", "a folder not containing paths.inbox"),
+        ({"inbox": "models/inbox"}, "models", "a folder not containing paths.inbox"),
+        ({"inbox": "duplicates/inbox"}, "duplicates", "a folder not containing paths.inbox"),
     ],
 )
 def test_folders_nesting_with_the_inbox_are_refused(tmp_path, make_config, paths, key, expected):
@@ -359,6 +362,56 @@ def test_library_reaching_into_the_inbox_through_a_symlink_is_refused(tmp_path, 
     (tmp_path / "inbox" / "real_library").mkdir(parents=True)
     (tmp_path / "library").symlink_to(tmp_path / "inbox" / "real_library")
     with pytest.raises(ConfigError, match=r"^config: paths\.library = .*outside paths\.inbox$"):
+        load_config(make_config())
+
+
+FOLDERS = ("inbox", "library", "failed", "models", "duplicates")
+
+
+@pytest.mark.parametrize(
+    ("paths", "key", "expected"),
+    [
+        ({"failed": "library"}, "failed", "a folder outside paths.library"),
+        ({"failed": "library/cats"}, "failed", "a folder outside paths.library"),
+        ({"models": "library"}, "models", "a folder outside paths.library"),
+        ({"models": "library/models"}, "models", "a folder outside paths.library"),
+        ({"library": "models/library"}, "models", "a folder not containing paths.library"),
+        ({"duplicates": "failed"}, "duplicates", "a folder outside paths.failed"),
+        ({"failed": "duplicates/failed"}, "duplicates", "a folder not containing paths.failed"),
+        ({"duplicates": "library/_dups"}, "duplicates", "a folder outside paths.library"),
+        ({"models": "failed/m"}, "models", "a folder outside paths.failed"),
+        ({"duplicates": "models"}, "duplicates", "a folder outside paths.models"),
+    ],
+)
+def test_output_folders_that_are_equal_or_nested_are_refused(
+    tmp_path, make_config, paths, key, expected
+):
+    with pytest.raises(ConfigError) as info:
+        load_config(make_config(**paths))
+    value = tmp_path / paths.get(key, key)
+    assert str(info.value) == f"config: paths.{key} = '{value}': expected {expected}"
+
+
+@pytest.mark.parametrize(("outer", "inner"), list(itertools.permutations(FOLDERS, 2)))
+@pytest.mark.parametrize("how", ["equal", "inside"])
+def test_every_pair_of_folders_is_checked_both_ways(tmp_path, make_config, outer, inner, how):
+    """`inner` set equal to, or inside, `outer`: refused whichever of the two comes first."""
+    value = outer if how == "equal" else f"{outer}/deeper/{inner}"
+    with pytest.raises(ConfigError) as info:
+        load_config(make_config(**{inner: value}))
+    message = str(info.value)
+    assert f"paths.{outer}" in message and f"paths.{inner}" in message, message
+    first, second = sorted((outer, inner), key=FOLDERS.index)
+    # The message names the key that comes later in FOLDERS, with its value.
+    shown = tmp_path / value if second == inner else tmp_path / outer
+    assert message.startswith(f"config: paths.{second} = '{shown}': expected a folder "), message
+    assert message.endswith(f" paths.{first}"), message
+
+
+def test_a_folder_reaching_into_another_through_a_symlink_is_refused(tmp_path, make_config):
+    (tmp_path / "library" / "models").mkdir(parents=True)
+    (tmp_path / "models").symlink_to(tmp_path / "library" / "models")
+    with pytest.raises(ConfigError, match=r"^config: paths\.models = .*outside paths\.library$"):
         load_config(make_config())
 
 

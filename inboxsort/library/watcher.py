@@ -13,6 +13,8 @@ Wiring in the daemon (the library folder must exist before it is scheduled):
                              ignore=config.watch.ignore)
     worker = LibraryWorker(tracker, events)   # reconciles first, then follows the events
     worker.start() ... worker.stop()
+
+With no observer (`run --once`): reconcile_library(tracker, stop) alone.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from watchdog.events import (
 )
 
 from inboxsort.db.retry import retry_locked
+from inboxsort.files import loggable
 from inboxsort.library.events import CLOSED, CREATED, DELETED, MOVED, LibraryEvent
 from inboxsort.library.reconcile import ReconcileReport
 from inboxsort.library.tracker import LibraryTracker
@@ -53,6 +56,7 @@ __all__ = [
     "LibraryTracker",
     "LibraryWorker",
     "ReconcileReport",
+    "reconcile_library",
     "run_library_worker",
 ]
 
@@ -99,6 +103,19 @@ def _retrying(
         log.exception("library tracking: %s failed", what)
 
 
+def reconcile_library(
+    tracker: LibraryTracker,
+    stop: threading.Event,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Moves and deletions made while no daemon ran, as rows; a failure is logged, not raised.
+
+    The worker's first step; `run --once`, which starts no observer, calls it on its own.
+    """
+    _retrying("reconcile", lambda _now: tracker.reconcile(), clock, stop)
+
+
 def run_library_worker(
     tracker: LibraryTracker,
     events: queue.SimpleQueue[LibraryEvent],
@@ -110,7 +127,7 @@ def run_library_worker(
 ) -> None:
     """Reconcile, then feed events to the tracker and flush it every `tick` s until `stop`."""
     if reconcile:
-        _retrying("reconcile", lambda _now: tracker.reconcile(), clock, stop)
+        reconcile_library(tracker, stop, clock=clock)
     next_flush = clock() + tick
     while not stop.is_set():
         try:
@@ -118,7 +135,8 @@ def run_library_worker(
         except queue.Empty:
             pass
         else:
-            _retrying(f"{event.kind} {event.path}", partial(tracker.handle, event), clock, stop)
+            what = f"{event.kind} {loggable(event.path)}"
+            _retrying(what, partial(tracker.handle, event), clock, stop)
         if clock() >= next_flush:
             _retrying("flush", tracker.flush, clock, stop)
             next_flush = clock() + tick

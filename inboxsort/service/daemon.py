@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -21,6 +22,7 @@ from inboxsort.db import (
     utcnow,
 )
 from inboxsort.errors import InboxsortError
+from inboxsort.files import loggable
 from inboxsort.intake.claim import Intake
 from inboxsort.intake.filing import Filer
 from inboxsort.intake.inference import InferencePool
@@ -28,11 +30,18 @@ from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Arrival
 from inboxsort.intake.recovery import recover
 from inboxsort.intake.watch import InboxHandler, make_observer, uses_inotify
-from inboxsort.library.watcher import LibraryEvent, LibraryHandler, LibraryTracker, LibraryWorker
+from inboxsort.library.watcher import (
+    LibraryEvent,
+    LibraryHandler,
+    LibraryTracker,
+    LibraryWorker,
+    reconcile_library,
+)
 from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.live import LiveModel
 from inboxsort.model.registry import ModelStore
 from inboxsort.own_filings import OwnFilings
+from inboxsort.service.lock import INBOX_LOCK_NAME
 from inboxsort.service.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -67,8 +76,10 @@ class Daemon:
         self.stop_event = threading.Event()
         self.reload_event = threading.Event()
         self.model = LiveModel(classifier)
+        # The inbox's lock file (lock.py) is never an arrival, whatever watch.ignore says.
+        watch = dataclasses.replace(config.watch, ignore=(*config.watch.ignore, INBOX_LOCK_NAME))
         self.intake = Intake(
-            root=config.paths.inbox, watch=config.watch, batch=config.batch, model=self.model
+            root=config.paths.inbox, watch=watch, batch=config.batch, model=self.model
         )
         self.inference = InferencePool(
             model=self.model,
@@ -110,6 +121,10 @@ class Daemon:
             in_flight=0,
         )
         recover(self.ledger, self.config.paths)
+        if self.once:
+            # What a full run's library worker does first, without an observer: the moves and
+            # deletions made in the library while no daemon ran.
+            reconcile_library(self._library_tracker(), self.stop_event)
         workers = self.config.batch.inference_workers
         stages = [("intake", self.intake.run)]
         stages += [(f"inference-{n}", self.inference.run) for n in range(1, workers + 1)]
@@ -143,10 +158,10 @@ class Daemon:
             how += ", recursive" if self.config.watch.recursive else ""
         log.info(
             "watching %s (%s) with model version %d; filing into %s",
-            self.config.paths.inbox,
+            loggable(self.config.paths.inbox),
             how,
             self.model.version(),
-            self.config.paths.library,
+            loggable(self.config.paths.library),
         )
 
     def _watch_library(self, observer: Any) -> None:
@@ -158,16 +173,19 @@ class Daemon:
             (library / name).mkdir(parents=True, exist_ok=True)
         events: queue.SimpleQueue[LibraryEvent] = queue.SimpleQueue()
         observer.schedule(LibraryHandler(events), str(library), recursive=True)
-        tracker = LibraryTracker(
+        # It reconciles first: moves and deletions made while no daemon ran.
+        self._library = LibraryWorker(self._library_tracker(), events)
+        self._library.start()
+
+    def _library_tracker(self) -> LibraryTracker:
+        """What tells the user's moves in the library from the daemon's own filings."""
+        return LibraryTracker(
             self.db,
-            library=library,
+            library=self.config.paths.library,
             model=self.model,
             ignore=self.config.watch.ignore,
             own=self.own_filings,
         )
-        # It reconciles first: moves and deletions made while no daemon ran.
-        self._library = LibraryWorker(tracker, events)
-        self._library.start()
 
     def _start_schedule(self) -> None:
         """Start the retrain schedule; a version it promotes is loaded at once, not at the poll."""

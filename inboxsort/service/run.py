@@ -15,8 +15,9 @@ from inboxsort.model.artifact import planned_runtime
 from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.cores import share_cores
 from inboxsort.model.registry import ModelStore
-from inboxsort.service.checks import failures, startup_checks
+from inboxsort.service.checks import check_records, failures, startup_checks
 from inboxsort.service.daemon import Daemon
+from inboxsort.service.lock import one_daemon
 from inboxsort.service.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ def prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
     if bad:
         raise ConfigError("; ".join(f"{c.name}: {c.detail}. {c.fix}".strip() for c in bad))
     db = open_database(config.database.url)
+    records = check_records(config, db)  # a deleted or emptied database beside a full library
+    if records.status == "WARN":
+        log.warning("%s: %s. %s", records.name, records.detail, records.fix)
     store = ModelStore(config.paths.models, db)
     workers = config.batch.inference_workers
     try:
@@ -49,20 +53,27 @@ def prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
 
 
 def run(config: Config, *, once: bool = False) -> int:
-    """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty)."""
-    notifier = Notifier.from_environ()
-    notifier.status("checking folders and loading the model")
-    db, store, classifier = prepare(config)
-    daemon = Daemon(config, db=db, store=store, classifier=classifier, notifier=notifier, once=once)
-    restore = _install_signals(daemon)
-    try:
-        daemon.start()
-        daemon.supervise()
-    finally:
-        daemon.close()
-        restore()
-        notifier.close()
-        db.close()
+    """Run the daemon until SIGTERM/SIGINT (or, with `once`, until the inbox is empty).
+
+    One daemon per database and per inbox: a second one (`--once` too) is refused with exit
+    code 2, naming the running one's pid, before anything is loaded.
+    """
+    with one_daemon(config):
+        notifier = Notifier.from_environ()
+        notifier.status("checking folders and loading the model")
+        db, store, classifier = prepare(config)
+        daemon = Daemon(
+            config, db=db, store=store, classifier=classifier, notifier=notifier, once=once
+        )
+        restore = _install_signals(daemon)
+        try:
+            daemon.start()
+            daemon.supervise()
+        finally:
+            daemon.close()
+            restore()
+            notifier.close()
+            db.close()
     return 0
 
 
