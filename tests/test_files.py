@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from inboxsort import files as moves
+from inboxsort.dirfd import folder_fd
 from inboxsort.files import (
     MAX_SUFFIX,
     TEMP_PREFIX,
@@ -32,6 +33,13 @@ def make_file(path: Path, data: bytes = b"jpeg bytes", mtime_ns: int = OLD_MTIME
     path.write_bytes(data)
     os.utime(path, ns=(mtime_ns, mtime_ns))
     return path
+
+
+def copy_across(src: Path, dest: Path) -> None:
+    """move_no_clobber's copy path, run on one filesystem: _copy_across on the open folders."""
+    with folder_fd(src.parent, src.parent) as src_fd, folder_fd(dest.parent, dest.parent) as fd:
+        st = os.stat(src.name, dir_fd=src_fd, follow_symlinks=False)
+        _copy_across(src_fd, src, fd, dest, st)
 
 
 def temp_leftovers(folder: Path) -> list[Path]:
@@ -276,7 +284,7 @@ def test_copy_across_copies_then_removes_the_source(tmp_path: Path) -> None:
     src = make_file(tmp_path / "inbox" / "cat.jpg", b"copied")
     dest = tmp_path / "library" / "cat.jpg"
     dest.parent.mkdir()
-    _copy_across(src, dest)
+    copy_across(src, dest)
     assert not os.path.lexists(src)
     assert dest.read_bytes() == b"copied"
     assert os.lstat(dest).st_mtime_ns == OLD_MTIME_NS
@@ -288,7 +296,7 @@ def test_copy_across_never_overwrites_and_cleans_up(tmp_path: Path) -> None:
     src = make_file(tmp_path / "inbox" / "cat.jpg", b"new")
     dest = make_file(tmp_path / "library" / "cat.jpg", b"old")
     with pytest.raises(FileExistsError):
-        _copy_across(src, dest)
+        copy_across(src, dest)
     assert src.read_bytes() == b"new"
     assert dest.read_bytes() == b"old"
     assert temp_leftovers(dest.parent) == []
@@ -302,7 +310,7 @@ def test_copy_across_copies_a_symlink_as_a_symlink(tmp_path: Path) -> None:
     src.symlink_to(target)
     dest = tmp_path / "library" / "link.jpg"
     dest.parent.mkdir()
-    _copy_across(src, dest)
+    copy_across(src, dest)
     assert not os.path.lexists(src)
     assert dest.readlink() == target
     assert target.read_bytes() == b"real"
@@ -313,7 +321,7 @@ def test_copy_across_of_a_missing_source_leaves_nothing(tmp_path: Path) -> None:
     dest = tmp_path / "library" / "cat.jpg"
     dest.parent.mkdir()
     with pytest.raises(FileNotFoundError):
-        _copy_across(tmp_path / "gone.jpg", dest)
+        copy_across(tmp_path / "gone.jpg", dest)
     assert list(dest.parent.iterdir()) == []
 
 

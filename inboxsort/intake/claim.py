@@ -8,7 +8,6 @@ slot before it reads another file. Paths waiting to settle cost a few bytes each
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import stat
 import threading
@@ -20,7 +19,8 @@ from pathlib import Path
 from inboxsort.backoff import backoff_delay
 from inboxsort.config import BatchConfig, WatchConfig
 from inboxsort.db import utcnow
-from inboxsort.files import Ignore, scan
+from inboxsort.dirfd import PathChanged, lstat_under
+from inboxsort.files import Ignore, ScanErrors, loggable, scan
 from inboxsort.intake.decode import Retry, read_and_decode
 from inboxsort.intake.records import Arrival, Claim, Decoded
 from inboxsort.intake.settle import SettleTracker
@@ -56,9 +56,14 @@ class Intake:
         self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self.ready: queue.SimpleQueue[Decoded] = queue.SimpleQueue()
         self._ignore = Ignore(root, watch.ignore)
+        # Every look goes through the inbox's folders by descriptor: no symbolic link is
+        # followed and no path is too long (deeper than PATH_MAX) to look at.
         self._settle = SettleTracker(
-            watch.settle_seconds, writer_timeout=watch.writer_timeout_seconds
+            watch.settle_seconds,
+            writer_timeout=watch.writer_timeout_seconds,
+            stat=lambda path: lstat_under(root, path),
         )
+        self._scan_errors = ScanErrors()
         self._model = model
         self._clock = clock
         self._slots = threading.BoundedSemaphore(batch.queue_size)
@@ -142,7 +147,10 @@ class Intake:
             recursive = self.watch.recursive
             if arrival.path != self.root and not recursive:
                 return
-            for path in scan(arrival.path, recursive=recursive, ignore=self._ignore):
+            found = scan(
+                arrival.path, recursive=recursive, ignore=self._ignore, on_error=self._scan_errors
+            )
+            for path in found:
                 self._settle.note(path, self._clock())
             return
         self._settle.note(
@@ -156,11 +164,16 @@ class Intake:
     def _claim(self, path: Path, stop: threading.Event) -> bool:
         """Claim one settled file; False when stopping (the file stays for the next start)."""
         try:
-            st = os.lstat(path)
+            st = lstat_under(self.root, path)
         except FileNotFoundError:
             return True
+        except PathChanged as exc:
+            log.warning("skipping %s: %s", loggable(path), exc.strerror)
+            return True
         except OSError as exc:
-            log.warning("cannot look at %s: %s (will retry at the next rescan)", path, exc)
+            log.warning(
+                "cannot look at %s: %s (will retry at the next rescan)", loggable(path), exc
+            )
             return True
         if stat.S_ISDIR(st.st_mode):
             self._note(Arrival(path, is_dir=True))
@@ -185,9 +198,9 @@ class Intake:
 
     def _decode(self, claim: Claim) -> None:
         try:
-            result = read_and_decode(claim, self._model.image_size())
+            result = read_and_decode(claim, self._model.image_size(), root=self.root)
         except Exception as exc:  # the edge for one image: record it, never kill the pool
-            log.exception("unexpected error reading %s", claim.path)
+            log.exception("unexpected error reading %s", loggable(claim.path))
             result = Decoded(claim, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
         if isinstance(result, Retry):
             result = self._retry_or_fail(result)
@@ -204,7 +217,7 @@ class Intake:
             self._attempts[path] = count
             if retry.transient_error and count >= _MAX_ATTEMPTS:
                 return Decoded(retry.claim, None, None, f"{retry.reason} (after {count} tries)")
-            log.debug("%s: %s; trying again later", path, retry.reason)
+            log.debug("%s: %s; trying again later", loggable(path), retry.reason)
             # Re-noted before the claim is released, so idle() never sees it as gone.
             self.arrivals.put(Arrival(path, delay=retry_delay(count)))
             self._release(retry.claim)

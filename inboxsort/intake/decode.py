@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from inboxsort.dirfd import PathChanged, identity, open_under
 from inboxsort.errors import BadImage
-from inboxsort.files import is_transient
+from inboxsort.files import is_transient, loggable
 from inboxsort.imageio import decode_image
 from inboxsort.intake.records import Claim, Decoded
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,12 @@ def _bad_name(path: Path) -> bool:
     return False
 
 
-def read_and_decode(claim: Claim, size: int) -> Decoded | Retry | None:
-    """Read a claimed file once, hash it and decode it; None when it vanished."""
+def read_and_decode(claim: Claim, size: int, *, root: Path) -> Decoded | Retry | None:
+    """Read a claimed file once, hash it and decode it; None when it vanished.
+
+    The file is opened through the folders below `root` (the inbox), none of them followed if
+    it has become a symbolic link: a path that no longer leads there is a file gone from it.
+    """
     if _bad_name(claim.path):
         return Decoded(claim, None, None, "name is not valid UTF-8")
     if claim.is_symlink:
@@ -42,13 +50,18 @@ def read_and_decode(claim: Claim, size: int) -> Decoded | Retry | None:
     try:
         # O_NOFOLLOW: the name may have become a symlink since it was claimed.
         # O_NONBLOCK: opening a FIFO must not hang the pool (regular files ignore it).
-        fd = os.open(claim.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_under(root, claim.path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
+        return None
+    except PathChanged as exc:
+        log.warning("%s: not read: %s", loggable(claim.path), exc.strerror)
         return None
     except OSError as exc:
         return _read_error(claim, exc)
     try:
         st = os.fstat(fd)
+        if identity(st) != (claim.device, claim.inode):
+            return Retry(claim, "replaced after it was claimed")
         if not stat.S_ISREG(st.st_mode):
             return Decoded(claim, None, None, "not a regular file")
         if (st.st_size, st.st_mtime_ns) != (claim.size, claim.mtime_ns):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from inboxsort.config import FilingConfig, PathsConfig
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED
-from inboxsort.files import display_path, free_name, move_no_clobber, sync_folders
+from inboxsort.dirfd import PathChanged, SourceChanged, lexists_under
+from inboxsort.files import display_path, free_name, loggable, move_no_clobber, sync_folders
 from inboxsort.intake.ledger import Entry, Ledger, PlannedMove
 from inboxsort.intake.records import Claim, Decoded
 from inboxsort.layout import REVIEW_FOLDER
@@ -20,6 +20,10 @@ from inboxsort.own_filings import OwnFilings
 log = logging.getLogger(__name__)
 
 VANISHED = "vanished from the inbox before it was filed"
+# The claimed file is not at its inbox path any more, or cannot be reached there without a
+# symbolic link (a folder on the way swapped for one): it is not moved, and whatever is at
+# that path now is looked at afresh, as a new arrival.
+LEFT = "no longer at its inbox path when it was filed"
 # A destination name taken between choosing it and moving (another program writing into the
 # library) is retried with the next free name this many times before the image waits.
 _NAME_ATTEMPTS = 5
@@ -27,7 +31,12 @@ _NAME_ATTEMPTS = 5
 
 @dataclass
 class BatchOutcome:
-    """What became of one batch: counts per status and images to try again later."""
+    """What became of one batch: counts per status and images to try again later.
+
+    `duplicates` counts every image filed as a copy of one filed before (`duplicate_of` set):
+    moved to duplicates/, or kept in the library (filing.duplicates = "keep"); `filed` counts
+    the other images filed into the library. Each image counts once.
+    """
 
     filed: int = 0
     failed: int = 0
@@ -68,6 +77,7 @@ class Filer:
         outcome = BatchOutcome()
         entries: list[Entry] = []
         chosen: dict[Path, Decoded] = {}
+        copies: set[Path] = set()  # sources with duplicate_of set, whatever their folder
         reserved: set[Path] = set()
         first_of_sha: set[str] = set()
         filed = self.ledger.filed_duplicates(
@@ -86,6 +96,8 @@ class Filer:
             reserved.add(dest)
             entries.append(entry_for(item, dest, status=status, duplicate_of=original))
             chosen[item.claim.path] = item
+            if original is not None:
+                copies.add(item.claim.path)
         plans = self.ledger.plan(entries)
         done: list[tuple[PlannedMove, str | None]] = []
         for plan in plans:
@@ -100,8 +112,10 @@ class Filer:
                 outcome.vanished += 1
             elif moved.status == STATUS_FAILED:
                 outcome.failed += 1
-                log.warning("failed: %s → %s: %s", plan.source, moved.dest, item.error)
-            elif moved.status == STATUS_DUPLICATE:
+                log.warning(
+                    "failed: %s → %s: %s", loggable(plan.source), loggable(moved.dest), item.error
+                )
+            elif moved.status == STATUS_DUPLICATE or plan.source in copies:
                 outcome.duplicates += 1
             else:
                 outcome.filed += 1
@@ -122,35 +136,70 @@ class Filer:
                 dest = free_name(plan.dest.parent, _original_name(plan), reserved=reserved)
                 reserved.add(dest)
                 plan = self.ledger.replan(plan, dest)
+            except SourceChanged as exc:
+                log.warning("not filing %s: %s", loggable(plan.source), exc.strerror)
+                return plan, f"{LEFT}: {exc.strerror}"
+            except PathChanged as exc:
+                log.error(
+                    "cannot file %s into %s (will retry): %s",
+                    loggable(plan.source),
+                    loggable(str(exc.filename)),
+                    exc.strerror,
+                )
+                return None
             except FileNotFoundError:
-                if not os.path.lexists(plan.source):
+                if not lexists_under(self.paths.inbox, plan.source):
                     return plan, VANISHED
                 log.warning(
-                    "cannot file %s: destination folder %s vanished", plan.source, plan.dest
+                    "cannot file %s: destination folder %s vanished",
+                    loggable(plan.source),
+                    loggable(plan.dest),
                 )
                 return None
             except OSError as exc:
                 # Disk full, a busy network share, permissions being fixed: the row stays
                 # pending with its dest_path and the file in the inbox, so nothing is lost.
                 level = logging.ERROR if exc.errno == errno.ENOSPC else logging.WARNING
-                log.log(level, "cannot file %s yet (will retry): %s", plan.source, exc)
+                log.log(level, "cannot file %s yet (will retry): %s", loggable(plan.source), exc)
                 return None
-        log.warning("cannot find a free name for %s in %s", plan.source, plan.dest.parent)
+        log.warning(
+            "cannot find a free name for %s in %s",
+            loggable(plan.source),
+            loggable(plan.dest.parent),
+        )
         return None
 
     def _move_noted(self, plan: PlannedMove, claim: Claim) -> None:
         """move_no_clobber, telling the library watcher first, and untelling it on failure."""
         if self.own is None or not plan.dest.is_relative_to(self.paths.library):
-            move_no_clobber(plan.source, plan.dest, sync=False)
+            self._move_file(plan, claim)
             return
         # Before the move, so the library event cannot arrive first. A rename keeps the
         # inode; a copy across filesystems gets a new one and is looked up instead.
         self.own.add(plan.dest, device=claim.device, inode=claim.inode)
         try:
-            move_no_clobber(plan.source, plan.dest, sync=False)
+            self._move_file(plan, claim)
         except BaseException:
             self.own.discard(plan.dest)
             raise
+
+    def _move_file(self, plan: PlannedMove, claim: Claim) -> None:
+        """Move the claimed file itself, never through a symbolic link, never out of the roots."""
+        move_no_clobber(
+            plan.source,
+            plan.dest,
+            sync=False,
+            src_root=self.paths.inbox,
+            dest_root=self._root_of(plan.dest),
+            expect=(claim.device, claim.inode),
+        )
+
+    def _root_of(self, dest: Path) -> Path:
+        """The configured folder a destination lies in (every destination lies in one)."""
+        for root in (self.paths.library, self.paths.failed, self.paths.duplicates):
+            if dest.is_relative_to(root):
+                return root
+        raise AssertionError(f"{dest} is in no folder files are filed to")
 
 
 def entry_for(item: Decoded, dest: Path, *, status: str, duplicate_of: int | None) -> Entry:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,13 +22,24 @@ from inboxsort.db import (
     utcnow,
 )
 from inboxsort.db.queries import pending_images
-from inboxsort.files import TEMP_PREFIX, TEMP_SUFFIX, same_file, sha256_or_none
+from inboxsort.dirfd import (
+    PathChanged,
+    folder_fd,
+    identity,
+    lstat_under,
+    name_max,
+    open_under,
+    unlink_if,
+)
+from inboxsort.files import TEMP_PREFIX, TEMP_SUFFIX, temp_name
 from inboxsort.intake.ledger import Ledger, complete
 
 log = logging.getLogger(__name__)
 
 # display_path's backslashreplace escapes only bytes that are not UTF-8: 0x80 to 0xff.
 _ESCAPE = re.compile(rb"\\x([89a-f][0-9a-f])")
+# files.temp_name: `.inboxsort-<pid>-<dest name>.tmp`.
+_TEMP = re.compile(rf"{re.escape(TEMP_PREFIX)}([0-9]+)-.*{re.escape(TEMP_SUFFIX)}", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -42,16 +56,20 @@ class RecoveryReport:
 
 
 def recover(ledger: Ledger, paths: PathsConfig) -> RecoveryReport:
-    """Reconcile rows a crash left pending with the disk."""
-    temps = sum(_remove_own_temps(f) for f in (paths.library, paths.failed, paths.duplicates))
+    """Reconcile rows a crash left pending with the disk, and remove the daemon's half copies."""
     counts = {"completed": 0, "requeued": 0, "missing": 0}
+    temps = 0
 
     def fix() -> None:
+        nonlocal temps
         for key in counts:
             counts[key] = 0  # a retry after a locked database starts over
         now = utcnow()
         with ledger.db.begin() as session:
-            for row in pending_images(session):
+            rows = pending_images(session)
+            # Before the rows: _recover_row clears the dest_path that names each temp file.
+            temps += _remove_own_temps([Path(r.dest_path) for r in rows if r.dest_path], paths)
+            for row in rows:
                 counts[_recover_row(row, paths, now)] += 1
 
     ledger.run("recovery", fix)
@@ -68,6 +86,14 @@ def recover(ledger: Ledger, paths: PathsConfig) -> RecoveryReport:
     return report
 
 
+def _root_of(path: Path, paths: PathsConfig) -> Path | None:
+    """The configured folder that files are filed to and `path` lies in, if any."""
+    for root in (paths.library, paths.failed, paths.duplicates):
+        if path.is_relative_to(root):
+            return root
+    return None
+
+
 def _status_for(dest: Path, paths: PathsConfig) -> str:
     if dest.is_relative_to(paths.failed):
         return STATUS_FAILED
@@ -76,65 +102,89 @@ def _status_for(dest: Path, paths: PathsConfig) -> str:
     return STATUS_FILED
 
 
-def _same_content(row: Image, path: Path) -> bool:
-    if path.is_symlink():
+def _lstat(root: Path | None, path: Path) -> os.stat_result | None:
+    """lstat below `root`, through no symbolic link; None when not there (or not so reached)."""
+    if root is None:
+        return None
+    try:
+        return lstat_under(root, path)
+    except OSError:
+        return None
+
+
+def _sha256(root: Path, path: Path) -> str | None:
+    try:
+        fd = open_under(root, path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError:
+            return None
+
+
+def _same_content(row: Image, root: Path | None, path: Path) -> bool:
+    st = _lstat(root, path)
+    if root is None or st is None:
+        return False
+    if stat.S_ISLNK(st.st_mode):
         return True  # a symlink is moved, never read; its name is all there is to compare
-    return row.sha256 is not None and sha256_or_none(path) == row.sha256
+    return row.sha256 is not None and _sha256(root, path) == row.sha256
 
 
-def _inbox_path(row: Image) -> Path:
+def _inbox_path(row: Image, inbox: Path) -> Path:
     """The inbox path of a row; a name stored with escapes is turned back into its bytes.
 
     The unescaped path is used only if the file there is the row's own (device and inode), so
     an escape-like sequence typed into a real name can never point recovery at another file.
     """
     path = Path(row.source_path)
-    if "\\x" not in row.source_path or os.path.lexists(path):
+    if "\\x" not in row.source_path or _lstat(inbox, path) is not None:
         return path
     raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), row.source_path.encode())
     candidate = Path(os.fsdecode(raw))
-    try:
-        st = os.lstat(candidate)
-    except OSError:
-        return path
-    return candidate if (st.st_dev, st.st_ino) == (row.device, row.inode) else path
+    st = _lstat(inbox, candidate)
+    return candidate if st is not None and identity(st) == (row.device, row.inode) else path
 
 
-def _is_rows_file(row: Image, path: Path) -> bool:
+def _is_rows_file(row: Image, inbox: Path, path: Path) -> bool:
     """Whether the file at path is the one the row was made for: its content, else its inode.
 
     Content first: once a file is unlinked its inode number can be reused by a newcomer.
     """
-    if row.sha256 is not None or path.is_symlink():
-        return _same_content(row, path)
-    try:
-        st = os.lstat(path)
-    except OSError:
+    st = _lstat(inbox, path)
+    if st is None:
         return False
+    if row.sha256 is not None or stat.S_ISLNK(st.st_mode):
+        return _same_content(row, inbox, path)
     return (st.st_dev, st.st_ino, st.st_size) == (row.device, row.inode, row.size)
 
 
 def _recover_row(row: Image, paths: PathsConfig, now: datetime) -> str:
     # A name that is not UTF-8 is stored escaped: without turning it back into its bytes, the
     # inbox file would be filed again under a second row, or left beside its filed twin.
-    source = _inbox_path(row)
+    # Every look goes through the configured folders, never through a symbolic link.
+    inbox = paths.inbox
+    source = _inbox_path(row, inbox)
     dest = Path(row.dest_path) if row.dest_path else None
-    src_there = os.path.lexists(source)
-    dest_there = dest is not None and os.path.lexists(dest)
-    if dest is not None and dest_there:
-        if not src_there:
+    src_st = _lstat(inbox, source)
+    root = _root_of(dest, paths) if dest is not None else None
+    dest_st = _lstat(root, dest) if dest is not None else None
+    if dest is not None and dest_st is not None:
+        if src_st is None:
             complete(row, dest, _status_for(dest, paths), now)
             return "completed"
-        linked = same_file(source, dest)
-        if linked or _same_content(row, dest):
+        linked = identity(src_st) == identity(dest_st)
+        if linked or _same_content(row, root, dest):
             # Crashed after the link (or the cross-filesystem copy) but before the inbox name
             # was removed: the file is safe at dest, so the inbox name is the extra one,
             # unless a new file has taken that name since (the scan gives it a row of its own).
-            if linked or _is_rows_file(row, source):
-                source.unlink()
+            if linked or _is_rows_file(row, inbox, source):
+                _drop_inbox_name(inbox, source, identity(src_st))
             complete(row, dest, _status_for(dest, paths), now)
             return "completed"
-    if src_there:
+    if src_st is not None:
         # Still in the inbox: the start-up scan processes it again and reuses this row.
         row.dest_path = None
         return "requeued"
@@ -143,14 +193,42 @@ def _recover_row(row: Image, paths: PathsConfig, now: datetime) -> str:
     return "missing"
 
 
-def _remove_own_temps(folder: Path) -> int:
-    """Remove half-written cross-filesystem copies; their source is still in the inbox."""
+def _drop_inbox_name(inbox: Path, source: Path, seen: tuple[int, int]) -> None:
+    """Remove the inbox name of a file already at its destination, if it still names that."""
+    try:
+        with folder_fd(inbox, source.parent) as fd:
+            unlink_if(fd, source.name, seen)
+    except (FileNotFoundError, PathChanged):
+        pass  # gone, or no longer reached without a symbolic link: nothing of ours to remove
+
+
+def _remove_own_temps(dests: list[Path], paths: PathsConfig) -> int:
+    """Remove the half-written copies of moves a crash interrupted, and nothing else.
+
+    A copy across filesystems is written under files.temp_name(dest name, pid) in dest's
+    folder, after its row was committed pending with that dest_path. So a file named so for a
+    pending row's destination, by any pid, is the daemon's own; any other file is left alone,
+    whatever its name (a user's `.inboxsort-note.tmp` included).
+    """
+    wanted: dict[Path, set[str]] = {}
+    for dest in dests:
+        wanted.setdefault(dest.parent, set()).add(dest.name)
     removed = 0
-    if not folder.is_dir():
-        return 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
-                Path(dirpath, name).unlink(missing_ok=True)
-                removed += 1
+    for folder, names in wanted.items():
+        root = _root_of(folder, paths)
+        if root is None:
+            continue
+        try:
+            with folder_fd(root, folder) as fd:
+                limit = name_max(fd)
+                for entry in os.listdir(fd):  # noqa: PTH208 (by descriptor, no path)
+                    match = _TEMP.fullmatch(entry)
+                    pid = int(match[1]) if match else -1
+                    if any(temp_name(name, pid, limit=limit) == entry for name in names):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry, dir_fd=fd)
+                            removed += 1
+        except OSError as exc:
+            if not isinstance(exc, (FileNotFoundError, PathChanged)):
+                log.warning("cannot look for temporary copies in %s: %s", folder, exc)
     return removed

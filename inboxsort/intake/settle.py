@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 
+from inboxsort.files import loggable
+
 Stat = Callable[[Path], os.stat_result]
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class SettleTracker:
             return False
         log.warning(
             "%s: written, unchanged for %.0f s, and still not closed; reading it as it is",
-            path,
+            loggable(path),
             quiet,
         )
         return True

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from inboxsort.db import STATUS_DELETED, STATUS_FILED, Image
 from inboxsort.db.queries import FiledFile, filed_files
-from inboxsort.files import display_path, scan
+from inboxsort.files import display_path, loggable, scan
 from inboxsort.library.relabel import relabel_in_flight
 
 if TYPE_CHECKING:
@@ -106,12 +106,12 @@ def _settle(
             return None  # changed since the first look
         if found is None:
             row.status = STATUS_DELETED
-            log.info("deleted from the library while stopped: %s", row.path)
+            log.info("deleted from the library while stopped: %s", loggable(row.path))
             return "deleted"
         path, st = loose.files.pop(found)
         if relabel_in_flight(session, row, display_path(path)):
             row.path, row.dest_path = display_path(path), None
             row.device, row.inode = st.st_dev, st.st_ino
-            log.warning("a relabel of %s was interrupted; label kept", path)
+            log.warning("a relabel of %s was interrupted; label kept", loggable(path))
             return "moved"
         return "corrected" if tracker.apply(session, row, path, st) else "moved"

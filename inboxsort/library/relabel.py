@@ -25,8 +25,9 @@ from inboxsort.db import (
     utcnow,
 )
 from inboxsort.db.queries import delete_correction, find_filed, latest_correction
+from inboxsort.dirfd import identity, lstat_under
 from inboxsort.errors import InboxsortError
-from inboxsort.files import display_path, free_name, move_no_clobber, same_file
+from inboxsort.files import display_path, free_name, loggable, move_no_clobber
 from inboxsort.layout import REVIEW_FOLDER, check_class, placement
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def relabel(
 ) -> Relabeled:
     """Record one correction for a filed image and move it to library/<new_label>/."""
     check_class(new_label, classes)
-    src, image_id, before = _filed_row(db, image_path, library=library)
+    src, image_id, before, moving = _filed_row(db, image_path, library=library)
     here = placement(src, library=library, classes=classes, review_folder=review_folder)
     if here.label == new_label and before.label == new_label:
         if before.path != display_path(src):
@@ -96,10 +97,12 @@ def relabel(
         )
         if target != src:
             try:
-                move_no_clobber(src, target)
+                # Through the library's folders, never a symbolic link: the file found above.
+                move_no_clobber(src, target, src_root=library, dest_root=library, expect=moving)
             except OSError as exc:
-                if _moved_anyway(src, target):
-                    log.warning("moved %s to %s but could not remove the old name", src, target)
+                if _moved_anyway(src, target, library):
+                    names = (loggable(src), loggable(target))
+                    log.warning("moved %s to %s but could not remove the old name", *names)
                 else:
                     _revert(db, image_id, before, correction_id)
                     if isinstance(exc, FileExistsError) and attempt + 1 < _MOVE_ATTEMPTS:
@@ -108,13 +111,20 @@ def relabel(
                         f"cannot move {src} to {target}: {exc.strerror or exc}"
                     ) from None
             _refresh_location(db, image_id, target)
-        log.info("labelled %s as %s (was %s): %s", src.name, new_label, before.label, target)
+        shown = (loggable(src.name), new_label, before.label, loggable(target))
+        log.info("labelled %s as %s (was %s): %s", *shown)
         return Relabeled(image_id, before.label, new_label, src, target, correction_id)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _filed_row(db: Database, image_path: Path, *, library: Path) -> tuple[Path, int, _Before]:
-    """The file's absolute path, and the id and current values of the filed row it is."""
+def _filed_row(
+    db: Database, image_path: Path, *, library: Path
+) -> tuple[Path, int, _Before, tuple[int, int]]:
+    """The file's path in the library, the id and values of its filed row, and what it is.
+
+    A path given by another way in (a link to the library) is taken as the row's own path in
+    the library when that names the same file: moves happen only inside the library.
+    """
     # abspath, not resolve(): rows keep the library path as configured, symlinks included.
     src = Path(os.path.abspath(image_path))  # noqa: PTH100
     try:
@@ -140,11 +150,24 @@ def _filed_row(db: Database, image_path: Path, *, library: Path) -> tuple[Path, 
                 f"{image_path} is not a filed image in the database: only images the daemon "
                 f"filed into {library} can be labelled"
             )
+        if not src.is_relative_to(library):
+            src = _inside(Path(row.path), library, st, image_path)
         return (
             src,
             row.id,
             _Before(row.label, row.path, row.dest_path, row.score, row.model_version),
+            identity(st),
         )
+
+
+def _inside(path: Path, library: Path, st: os.stat_result, given: Path) -> Path:
+    """The row's path when it is in the library and names the file `st` describes."""
+    try:
+        if path.is_relative_to(library) and identity(lstat_under(library, path)) == identity(st):
+            return path
+    except OSError:
+        pass
+    raise InboxsortError(f"{given} is not inside the library {library}")
 
 
 def _write(
@@ -193,11 +216,16 @@ def _revert(db: Database, image_id: int, before: _Before, correction_id: int | N
             delete_correction(session, correction_id)
 
 
-def _moved_anyway(src: Path, target: Path) -> bool:
+def _moved_anyway(src: Path, target: Path, library: Path) -> bool:
     """True when a move that raised still put the file at target (link done, unlink failed)."""
-    if not os.path.lexists(target):
+    try:
+        there = lstat_under(library, target)
+    except OSError:
         return False
-    return not os.path.lexists(src) or same_file(src, target)
+    try:
+        return identity(lstat_under(library, src)) == identity(there)
+    except OSError:
+        return True
 
 
 def _refresh_location(db: Database, image_id: int, path: Path) -> None:

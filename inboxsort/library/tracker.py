@@ -36,7 +36,7 @@ from inboxsort.db.queries import (
     pending_at,
     with_sha256,
 )
-from inboxsort.files import Ignore, display_path, same_file, scan, sha256_or_none
+from inboxsort.files import Ignore, display_path, loggable, same_file, scan, sha256_or_none
 from inboxsort.layout import REVIEW_FOLDER, Placement, placement
 from inboxsort.library.events import CLOSED, CREATED, DELETED, MOVED, LibraryEvent
 from inboxsort.library.reconcile import ReconcileReport, reconcile
@@ -183,7 +183,7 @@ class LibraryTracker:
             row = session.get(Image, row_id)
             if row is not None and row.status == STATUS_FILED and not os.path.lexists(row.path):
                 row.status = STATUS_DELETED
-                log.info("deleted from the library: %s (not a correction)", row.path)
+                log.info("deleted from the library: %s (not a correction)", loggable(row.path))
         self._missing.pop(row_id, None)
 
     def _adopt_orphan(self, row_id: int) -> bool:
@@ -285,14 +285,14 @@ class LibraryTracker:
         row.device, row.inode = st.st_dev, st.st_ino
         if row.status == STATUS_DELETED:
             row.status = STATUS_FILED
-            log.info("back in the library: %s", text)
+            log.info("back in the library: %s", loggable(text))
         if text in (row.path, row.dest_path):
             row.path, row.dest_path = text, None
             return False
         # `mv -f` over another filed image replaces that image's file: it is gone.
         for other in other_filed_at(session, text, besides=row.id):
             other.status = STATUS_DELETED
-            log.info("replaced in the library by another image: %s", text)
+            log.info("replaced in the library by another image: %s", loggable(text))
         was = self._placement(Path(row.path))
         now = self._placement(path)
         learned = now.label is not None and (now.label != row.label or was.review)
@@ -312,12 +312,12 @@ class LibraryTracker:
                     created_at=utcnow(),
                 )
             )
-            log.info("correction (%s): %s: %s → %s", source, text, row.label, now.label)
+            log.info("correction (%s): %s: %s → %s", source, loggable(text), row.label, now.label)
             row.label = now.label  # score and model_version stay: they are what the model said
         elif now.label is None:
             log.info(
                 "moved to %s: not a class folder (%s), so not learned",
-                text,
+                loggable(text),
                 ", ".join(self._model.classes()),
             )
         row.path, row.dest_path = text, None

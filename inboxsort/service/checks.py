@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from inboxsort.config import Config
 from inboxsort.errors import InboxsortError
+from inboxsort.files import Ignore, scan
+
+if TYPE_CHECKING:
+    from inboxsort.db import Database
 
 INOTIFY_LIMIT_PATH = Path("/proc/sys/fs/inotify/max_user_watches")
 CPUINFO_PATH = Path("/proc/cpuinfo")
@@ -223,6 +229,52 @@ def check_database(config: Config) -> Check:
     return Check("database", True, f"{safe_url(url)} at revision {head}")
 
 
+# The README section that says how to rebuild the records of a library (README.md, "Using it").
+RECORDS_SECTION = "A library without records"
+
+
+def _library_files(config: Config) -> int:
+    """Files in the library the daemon would file or track (ignored names not counted)."""
+    library = config.paths.library
+    return sum(
+        1 for _ in scan(library, recursive=True, ignore=Ignore(library, config.watch.ignore))
+    )
+
+
+def check_records(config: Config, db: Database | None = None) -> Check:
+    """The database has records of the library's images; none beside a library full of files
+    means it was deleted or emptied (it is created anew, empty, at the next start).
+
+    `db`: the daemon's open database; without it (doctor) the file is opened read-only.
+    """
+    from inboxsort.db import open_database
+    from inboxsort.db.counts import count_by_status
+
+    try:
+        with contextlib.ExitStack() as stack:
+            if db is None:
+                db = stack.enter_context(
+                    open_database(config.database.url, readonly=True, migrate=False)
+                )
+            with db.session() as session:
+                rows = sum(count_by_status(session).values())
+    except (InboxsortError, SQLAlchemyError):
+        rows = 0  # no schema at all (a zero-length file): no rows either
+    if rows:
+        return Check("records", True, f"{rows} images recorded")
+    files = _library_files(config)
+    if not files:
+        return Check("records", True, "no images recorded, and none in the library")
+    return Check(
+        "records",
+        False,
+        f"the database has no image rows but the library holds {files} files "
+        "(was the database file deleted or emptied?)",
+        fix=f'read README section "{RECORDS_SECTION}" to rebuild them',
+        warning=True,
+    )
+
+
 def check_model(config: Config) -> Check:
     """The active model loads, agrees with its card and registry row, and predicts a batch."""
     import numpy as np
@@ -270,11 +322,16 @@ def check_model(config: Config) -> Check:
             fix="retrain the model or activate another version",
         )
     ms = (time.monotonic() - started) * 1000
-    return Check(
-        "model",
-        True,
-        f"{where}: {size}px, classes {', '.join(classes)}; loaded and predicted in {ms:.0f} ms",
+    runtime, why = store.serving(version, config.serving.runtime)
+    detail = (
+        f"{where}: {size}px, classes {', '.join(classes)}; serves with {runtime}; "
+        f"loaded and predicted in {ms:.0f} ms"
     )
+    if runtime == "keras" and config.serving.runtime != "keras":
+        # It works, but loads TensorFlow into the daemon and runs slower than LiteRT would.
+        fix = f"inboxsort models export {version}"
+        return Check("model", False, f"{detail} ({why})", fix=fix, warning=True)
+    return Check("model", True, detail)
 
 
 def startup_checks(config: Config, *, inotify_limit_path: Path = INOTIFY_LIMIT_PATH) -> list[Check]:
@@ -293,13 +350,15 @@ def doctor_checks(
     cpuinfo_path: Path = CPUINFO_PATH,
 ) -> list[Check]:
     """Every check, in the order `inboxsort doctor` prints them."""
+    cpu = check_cpu(cpuinfo_path=cpuinfo_path)
     checks = [
         check_config(config),
         *startup_checks(config, inotify_limit_path=inotify_limit_path),
-        check_cpu(cpuinfo_path=cpuinfo_path),
+        cpu,
         check_database(config),
+        check_records(config),
     ]
-    if checks[-2].status == "FAIL":
+    if cpu.status == "FAIL":
         # Importing TensorFlow on such a CPU kills the process (SIGILL) before any report.
         checks.append(Check("model", False, "not loaded: TensorFlow cannot run on this CPU"))
     else:

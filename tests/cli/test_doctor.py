@@ -22,7 +22,7 @@ from inboxsort.errors import InboxsortError
 from inboxsort.service.checks import doctor_checks
 from tests.helpers.checksite import healthy_setup, limit_file, make_unwritable
 
-NAMES = ["config", "folders", "same filesystem", "inotify", "cpu", "database", "model"]
+NAMES = ["config", "folders", "same filesystem", "inotify", "cpu", "database", "records", "model"]
 LINE = re.compile(r"(OK|WARN|FAIL) +([a-z][a-z ]*): (.+)")
 
 
@@ -158,3 +158,19 @@ def test_checks_and_the_parser_import_no_tensorflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_version_that_serves_with_keras_warns_with_the_export_fix(site: Path, capsys) -> None:
+    # Registered before LiteRT serving: model.keras and a card without a flatbuffer.
+    folder = site.parent / "models" / "0001"
+    (folder / "model.tflite").unlink()
+    card = json.loads((folder / "card.json").read_text())
+    del card["litert"]
+    (folder / "card.json").write_text(json.dumps(card))
+    code, lines = doctor(site, capsys)
+    assert code == 0  # it still serves
+    status, text = lines["model"]
+    assert status == "WARN"
+    assert "; serves with keras; loaded and predicted in " in text
+    assert "(it has no LiteRT artifact" in text
+    assert text.endswith("; fix: inboxsort models export 1")

@@ -37,7 +37,9 @@ LAYERS: tuple[Layer, ...] = (
     Layer("flows", ("intake", "library", "trainer"), independent=True),
     Layer("model", ("model",)),
     Layer("db", ("db",)),
-    Layer("primitives", ("files", "imageio", "layout", "own_filings", "backoff", "config")),
+    Layer(
+        "primitives", ("files", "dirfd", "imageio", "layout", "own_filings", "backoff", "config")
+    ),
     Layer("base", ("errors", "__init__")),
 )
 

@@ -142,3 +142,20 @@ def test_a_move_that_did_not_happen_leaves_no_note(db, paths):
 
     assert outcome.vanished == 1
     assert len(own) == 0
+
+
+def test_a_kept_duplicate_counts_as_a_duplicate_not_as_filed(db, paths):
+    filer = Filer(paths, FilingConfig(duplicates="keep"), Ledger(db))
+    same = b"the same photo" * 100
+    first = filer.file_batch([classified(paths.inbox, "first.jpg", data=same)])
+    again = filer.file_batch(
+        [classified(paths.inbox, "again.jpg", data=same), classified(paths.inbox, "new.jpg")]
+    )
+
+    assert (first.filed, first.duplicates) == (1, 0)
+    # Filed into the library like any image, with duplicate_of set: the log counts it so.
+    assert (again.filed, again.failed, again.duplicates) == (1, 0, 1)
+    by_name = {r.original_name: r for r in rows(db)}
+    kept = by_name["again.jpg"]
+    assert (kept.status, kept.duplicate_of) == (STATUS_FILED, by_name["first.jpg"].id)
+    assert Path(kept.path).parent == paths.library / "cats"
