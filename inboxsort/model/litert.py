@@ -25,15 +25,23 @@ RUNTIMES = ("auto", "litert", "keras")
 
 
 class LiteRTNetwork:
-    """A .tflite file behind `predict_on_batch`; safe to call from `copies` threads at once."""
+    """A .tflite file behind `predict_on_batch`; safe to call from `copies` threads at once.
 
-    def __init__(self, path: Path, *, copies: int = 1, threads: int = 1) -> None:
+    A batch runs as one invoke per image on an interpreter allocated for one image, unless
+    `resize_batches`: then the input tensor is resized to the batch. On a small CPU, XNNPACK
+    runs single images faster than batches (README, Results: make bench-runtimes).
+    """
+
+    def __init__(
+        self, path: Path, *, copies: int = 1, threads: int = 1, resize_batches: bool = False
+    ) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as exc:  # the runtime is a dependency; a broken install says so
             raise ModelError(f"cannot import the LiteRT runtime (ai-edge-litert): {exc}") from None
         self.path = path
         self.threads = threads
+        self.resize_batches = resize_batches
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
         try:
             for _ in range(max(1, copies)):
@@ -47,9 +55,12 @@ class LiteRTNetwork:
 
     def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
         """The model's outputs for a batch of (n, size, size, 3) pixels."""
+        pixels = np.asarray(pixels, dtype=np.float32)
         slot = self._free.get()
         try:
-            return slot.run(np.asarray(pixels, dtype=np.float32))
+            if self.resize_batches or len(pixels) <= 1:
+                return slot.run(pixels)
+            return np.concatenate([slot.run(pixels[i : i + 1]) for i in range(len(pixels))])
         finally:
             self._free.put(slot)
 
