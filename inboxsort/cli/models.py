@@ -51,6 +51,9 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--json", action="store_true")
     act = msub.add_parser("activate", help="serve a version (0 is the shipped default)")
     act.add_argument("version", type=int)
+    act.add_argument(
+        "--force", action="store_true", help="activate a version the retrain gate did not promote"
+    )
     msub.add_parser("rollback", help="serve the active version's parent")
     export = msub.add_parser(
         "export", help="add a LiteRT flatbuffer to versions without one (needs TensorFlow)"
@@ -196,6 +199,14 @@ def cmd_models(config: Config, args: argparse.Namespace) -> int:
     """models list|activate|rollback|export."""
     store = open_store(config)
     if args.action == "activate":
+        info = next((v for v in store.versions() if v.version == args.version), None)
+        # promoted None: no gate judged it (`inboxsort train`, the shipped model).
+        if info is not None and info.promoted is False and not args.force:
+            why = " ".join((info.note or "the retrain gate rejected it").split())
+            raise ConfigError(
+                f"models activate: version {args.version} was not promoted ({why}); "
+                "pass --force to activate it anyway"
+            )
         store.activate(args.version)
         print(f"version {args.version} is active")
     elif args.action == "rollback":
@@ -217,14 +228,23 @@ def _list(config: Config, store: ModelStore, *, as_json: bool) -> None:
         entries = [{**v.to_json(), "runtime": r, "runtime_reason": why} for v, r, why in rows]
         print(json.dumps(entries, indent=2))
         return
+    print(
+        f"  {'ver':>4}  {'created':<19}  {'size':<5}  {'test accuracy':<15}  {'promoted':<8}"
+        f"  {'runtime':<7}  path"
+    )
     for v, runtime, why in rows:
-        acc = ((v.metrics or {}).get("test") or {}).get("accuracy")
+        acc, n = v.accuracy("test")
+        figure = "—" if acc is None else f"{acc:.4f} on {'?' if n is None else n}"
+        promoted = {True: "yes", False: "no", None: "—"}[v.promoted]
         mark = "*" if v.active else " "
         when = "builtin" if v.builtin else (v.created_at or "")[:19]
+        size = f"{v.image_size or '?'}px"
+        # The gate's verdict, for versions it judged; then why it does not serve with LiteRT.
+        gate = f"  gate: {' '.join(v.note.split())}" if v.promoted is not None and v.note else ""
         print(
-            f"{mark} {v.version:>4}  {when:<19}"
-            f"  {v.image_size or '?'}px  test accuracy {acc if acc is None else f'{acc:.4f}'}"
-            f"  {runtime:<6}  {v.path}" + (f"  ({' '.join(why.split())})" if why else "")
+            f"{mark} {v.version:>4}  {when:<19}  {size:<5}  {figure:<15}"
+            f"  {promoted:<8}  {runtime:<7}  {v.path}{gate}"
+            + (f"  ({' '.join(why.split())})" if why else "")
         )
 
 

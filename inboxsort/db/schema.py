@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -89,6 +90,15 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return moment.astimezone(dt.UTC)
 
 
+def _inserted(column: str) -> Callable[[Any], Any]:
+    """An insert default: the value the same INSERT gives `column`."""
+
+    def value(context: Any) -> Any:
+        return context.get_current_parameters().get(column)
+
+    return value
+
+
 class Base(DeclarativeBase):
     """Declarative base of all inboxsort tables."""
 
@@ -109,8 +119,12 @@ class Image(Base):
     path: Mapped[str] = mapped_column(String, nullable=False, index=True)
     # Written before the move so that a crash between the two can be recovered.
     dest_path: Mapped[str | None] = mapped_column(String)
+    # The label now (the model's, or the user's correction) and its probability (NULL: unknown).
     label: Mapped[str | None] = mapped_column(String)
     score: Mapped[float | None] = mapped_column(Float)
+    # What the model said, kept through corrections; an insert without them takes label/score.
+    model_label: Mapped[str | None] = mapped_column(String, default=_inserted("label"))
+    model_score: Mapped[float | None] = mapped_column(Float, default=_inserted("score"))
     model_version: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, index=True, default=STATUS_PENDING
@@ -126,6 +140,20 @@ class Image(Base):
     updated_at: Mapped[dt.datetime | None] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow
     )
+
+    def set_label(self, label: str, *, class_count: int) -> None:
+        """Give the image `label` (a correction); `score` becomes that label's probability.
+
+        The model's own label and score stay. Its probability of another label is known only
+        with two classes (1 - its score); with more, the score becomes NULL (unknown).
+        """
+        self.label = label
+        if self.model_label is None or self.model_score is None:
+            self.score = None
+        elif label == self.model_label:
+            self.score = self.model_score
+        else:
+            self.score = 1.0 - self.model_score if class_count == 2 else None
 
     def __repr__(self) -> str:
         return f"Image(id={self.id!r}, status={self.status!r}, path={self.path!r})"

@@ -58,6 +58,8 @@ class _Before:
     dest_path: str | None
     score: float | None
     model_version: int | None
+    model_label: str | None
+    model_score: float | None
 
 
 def relabel(
@@ -78,7 +80,8 @@ def relabel(
     here = placement(src, library=library, classes=classes, review_folder=review_folder)
     if here.label == new_label and before.label == new_label:
         if before.path != display_path(src):
-            _write(db, image_id, before, path=src, label=new_label)  # a move nobody recorded
+            # A move nobody recorded.
+            _write(db, image_id, before, path=src, label=new_label, class_count=len(classes))
         return Relabeled(image_id, before.label, new_label, src, src, None)
     for attempt in range(_MOVE_ATTEMPTS):
         # Already in the right folder (moved there by hand with no daemon running): no move.
@@ -91,6 +94,7 @@ def relabel(
             before,
             path=target,
             label=new_label,
+            class_count=len(classes),
             correction=source,
             score=score,
             model_version=model_version,
@@ -155,7 +159,15 @@ def _filed_row(
         return (
             src,
             row.id,
-            _Before(row.label, row.path, row.dest_path, row.score, row.model_version),
+            _Before(
+                row.label,
+                row.path,
+                row.dest_path,
+                row.score,
+                row.model_version,
+                row.model_label,
+                row.model_score,
+            ),
             identity(st),
         )
 
@@ -177,18 +189,24 @@ def _write(
     *,
     path: Path,
     label: str,
+    class_count: int,
     correction: str | None = None,
     score: float | None = None,
     model_version: int | None = None,
 ) -> int | None:
-    """Point the row at `path` with `label` and, given a source, add the correction; commit."""
+    """Point the row at `path` with `label` and, given a source, add the correction; commit.
+
+    `score` is given when a model gave `label` (reclassify): that model's label, score and
+    version become the row's. Otherwise it is a person's label, and the model's stay.
+    """
     with db.begin() as session:
         row = session.get(Image, image_id)
         if row is None or row.status != STATUS_FILED:
             raise InboxsortError(f"image {image_id} changed while it was being labelled; try again")
-        row.path, row.dest_path, row.label = display_path(path), None, label
+        row.path, row.dest_path = display_path(path), None
         if score is not None:
-            row.score, row.model_version = score, model_version
+            row.model_label, row.model_score, row.model_version = label, score, model_version
+        row.set_label(label, class_count=class_count)
         if correction is None:
             return None
         entry = Correction(
@@ -212,6 +230,7 @@ def _revert(db: Database, image_id: int, before: _Before, correction_id: int | N
         if row is not None:
             row.label, row.path, row.dest_path = before.label, before.path, before.dest_path
             row.score, row.model_version = before.score, before.model_version
+            row.model_label, row.model_score = before.model_label, before.model_score
         if correction_id is not None:
             delete_correction(session, correction_id)
 

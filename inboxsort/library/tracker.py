@@ -313,7 +313,8 @@ class LibraryTracker:
                 )
             )
             log.info("correction (%s): %s: %s → %s", source, loggable(text), row.label, now.label)
-            row.label = now.label  # score and model_version stay: they are what the model said
+            # model_label, model_score and model_version stay: they are what the model said.
+            row.set_label(now.label, class_count=len(self._model.classes()))
         elif now.label is None:
             log.info(
                 "moved to %s: not a class folder (%s), so not learned",

@@ -37,9 +37,21 @@ class VersionInfo:
     note: str | None
     builtin: bool = False
 
+    def accuracy(self, split: str) -> tuple[float | None, int | None]:
+        """One split's accuracy in the metrics ("test", "validation") and its set's size.
+
+        A retrained version's "test" is its gate set: often far smaller than the test split
+        its parent was judged on, which is why the size goes with the figure.
+        """
+        scores = (self.metrics or {}).get(split) or {}
+        return scores.get("accuracy"), scores.get("n")
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dict(self.__dict__)
+        """A JSON-ready dict: every field, and each split's accuracy with its set's size."""
+        out = dict(self.__dict__)
+        for split in ("test", "validation"):
+            out[f"{split}_accuracy"], out[f"{split}_n"] = self.accuracy(split)
+        return out
 
 
 def builtin_info(*, active: bool) -> VersionInfo:

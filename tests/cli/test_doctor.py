@@ -113,7 +113,7 @@ def test_database_at_an_unknown_revision_fails(site: Path, capsys) -> None:
 def test_database_at_an_old_revision_fails(site: Path, capsys) -> None:
     from alembic import command
 
-    from inboxsort.db import open_database
+    from inboxsort.db import head_revision, open_database
     from inboxsort.db.session import _alembic_config
 
     url = load_config(site).database.url
@@ -124,7 +124,7 @@ def test_database_at_an_old_revision_fails(site: Path, capsys) -> None:
     assert lines["database"] == (
         "FAIL",
         f"sqlite:///{site.parent / 'db.sqlite3'} is at schema revision none, this code needs "
-        "0001; fix: inboxsort db upgrade",
+        f"{head_revision()}; fix: inboxsort db upgrade",
     )
     # Doctor reports an old schema; it does not migrate it behind the user's back.
     assert doctor(site, capsys)[1]["database"][0] == "FAIL"

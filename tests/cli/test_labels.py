@@ -84,7 +84,10 @@ def test_label_through_the_command_line(site, run_cli):
     assert (c.image_id, c.old_label, c.new_label, c.source) == (image, "cats", "dogs", "label")
     assert (c.old_path, c.new_path) == (str(site.library / "cats" / "a.jpg"), str(dest))
     row = get_image(site.db, image)
-    assert (row.label, row.path, row.score) == ("dogs", str(dest), 0.8)
+    assert (row.label, row.path) == ("dogs", str(dest))
+    # score is the probability of dogs now; what the model said (cats, 0.8) is kept beside it.
+    assert row.score == pytest.approx(0.2)
+    assert (row.model_label, row.model_score) == ("cats", 0.8)
 
 
 def test_label_by_direct_call_with_a_relative_path_and_a_taken_name(site, capsys, monkeypatch):
@@ -138,6 +141,7 @@ def test_a_failed_move_reverts_the_row_and_leaves_no_correction(site):
         )
     row = get_image(site.db, image)
     assert (row.label, row.path, row.score) == ("cats", str(site.library / "cats" / "a.jpg"), 0.7)
+    assert (row.model_label, row.model_score) == ("cats", 0.7)
     assert (site.library / "cats" / "a.jpg").is_file()
     assert corrections(site.db) == []
     with pytest.raises(ConfigError, match="expected one of cats, dogs"):
@@ -284,6 +288,8 @@ def test_reclassify_reports_then_applies_and_never_overrules_the_user(
     row = get_image(site.db, ids["wrong"])
     assert (row.label, row.path, row.model_version) == (wrong_label, str(dest), 1)
     assert row.score == pytest.approx(predicted[wrong][1], abs=2e-3)
+    # A model said it: the new model's label and score replace the old model's.
+    assert (row.model_label, row.model_score) == (wrong_label, row.score)
     made = [c for c in corrections(site.db) if c.source == SOURCE_RECLASSIFY]
     assert [(c.image_id, c.old_label, c.new_label) for c in made] == [
         (ids["wrong"], other[wrong_label], wrong_label)

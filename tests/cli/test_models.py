@@ -16,8 +16,13 @@ from typing import Any
 import pytest
 
 from inboxsort import __version__
+from inboxsort.config import load_config
+from inboxsort.db import open_database
 from inboxsort.model.artifact import BUILTIN_DIR
+from inboxsort.model.litert import LITERT_FILE
+from inboxsort.model.registry import ModelStore
 from inboxsort.trainer.dataset import discover
+from inboxsort.trainer.retrain.run import SavedModelFile
 from tests.helpers.imagegen import TEXT_BYTES, copy_first_images
 
 EVAL_PER_CLASS = 6
@@ -134,12 +139,116 @@ def test_models_list_json(cli, trained):
 def test_models_list_text_marks_the_active_version(cli, trained):
     result = cli("models", "list")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == HEADER
     assert len(lines) == 2
     assert lines[0].startswith("     0  builtin")
-    assert re.match(r"^\*    1  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d  160px  test accuracy ", lines[1])
-    assert lines[1].endswith(f"  litert  {trained.models / '0001'}")
-    assert lines[0].endswith(f"  litert  {BUILTIN_DIR}")
+    test_n = json.loads((trained.models / "0001" / "card.json").read_text())["metrics"]["test"]["n"]
+    assert re.match(
+        r"^\*    1  \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d  160px  \d\.\d{4} on "
+        + str(test_n)
+        + " +— +litert ",
+        lines[1],
+    )
+    assert lines[1].endswith(f"  litert   {trained.models / '0001'}")
+    assert lines[0].endswith(f"  litert   {BUILTIN_DIR}")
+
+
+HEADER = ["ver", "created", "size", "test", "accuracy", "promoted", "runtime", "path"]
+# What the retrain gate writes as a rejected version's note (trainer/retrain/gate.py judge()).
+REJECTED = (
+    "not promoted: gate-set accuracy 0.9500 → 1.0000 on 1 images (within tolerance 0.01); "
+    "held-out corrections right 1 → 1 of 1 (must improve)"
+)
+PROMOTED = (
+    "promoted: gate-set accuracy 0.9500 → 1.0000 on 1 images (within tolerance 0.01); "
+    "held-out corrections right 0 → 1 of 1"
+)
+
+
+@pytest.fixture
+def judged(make_config, tiny_model, tiny_card) -> Path:
+    """A registry: version 1 trained and active, 2 rejected by the gate on a gate set of one
+    image, 3 promoted by it (since rolled back); registered directly, as retrain registers."""
+    config_path = make_config()
+    config = load_config(config_path)
+    litert = (tiny_model / LITERT_FILE).read_bytes()
+    gate_card = {**tiny_card, "metrics": {"test": {"accuracy": 1.0, "n": 1, "correct": 1}}}
+    with open_database(config.database.url) as db:
+        store = ModelStore(config.paths.models, db)
+        model = SavedModelFile(tiny_model / "model.keras")
+        store.register(
+            model, tiny_card, parent=None, activate=True, note="inboxsort train", litert=litert
+        )
+        for promoted, note in ((False, REJECTED), (True, PROMOTED)):
+            store.register(
+                model,
+                gate_card,
+                parent=1,
+                activate=False,
+                promoted=promoted,
+                note=note,
+                litert=litert,
+            )
+    return config_path
+
+
+def test_models_list_shows_each_accuracy_with_its_set_size_and_the_gates_verdict(
+    judged, run_cli, tiny_card
+):
+    result = run_cli("--config", judged, "models", "list", cwd=judged.parent)
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == HEADER
+    assert len(lines) == 4
+    builtin, trained, rejected, promoted = lines
+    shipped = json.loads((BUILTIN_DIR / "card.json").read_text())["metrics"]["test"]
+    assert f"  {shipped['accuracy']:.4f} on {shipped['n']}  " in builtin
+    test = tiny_card["metrics"]["test"]
+    assert re.search(rf"  {test['accuracy']:.4f} on {test['n']} +— +litert ", trained), trained
+    assert trained.startswith("*    1  ")
+    # A perfect score on one image, and the reason the gate gave for not promoting it.
+    assert re.search(r"  1\.0000 on 1 +no +litert +\S+  gate: not promoted: ", rejected), rejected
+    assert rejected.startswith("     2  ") and rejected.endswith(f"  gate: {REJECTED}")
+    assert re.search(r"  1\.0000 on 1 +yes +litert ", promoted), promoted
+    assert promoted.endswith(f"  gate: {PROMOTED}")
+
+    listed = run_cli("--config", judged, "models", "list", "--json", cwd=judged.parent)
+    entries = {e["version"]: e for e in json.loads(listed.stdout)}
+    assert [entries[n]["promoted"] for n in (0, 1, 2, 3)] == [None, None, False, True]
+    assert (entries[0]["test_accuracy"], entries[0]["test_n"]) == (
+        shipped["accuracy"],
+        shipped["n"],
+    )
+    assert (entries[1]["test_n"], entries[1]["validation_n"]) == (
+        test["n"],
+        tiny_card["metrics"]["validation"]["n"],
+    )
+    assert (entries[2]["test_accuracy"], entries[2]["test_n"]) == (1.0, 1)
+    assert (entries[2]["validation_accuracy"], entries[2]["validation_n"]) == (None, None)
+    assert entries[2]["note"] == REJECTED
+
+
+def test_activating_a_version_the_gate_rejected_needs_force(judged, run_cli):
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("--config", judged, "models", *args, cwd=judged.parent)
+
+    def active() -> list[int]:
+        return [e["version"] for e in json.loads(cli("list", "--json").stdout) if e["active"]]
+
+    refused = cli("activate", "2")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (
+        f"inboxsort: models activate: version 2 was not promoted ({REJECTED}); "
+        "pass --force to activate it anyway\n"
+    )
+    assert active() == [1]
+    for version in ("3", "0", "1"):  # promoted, or never judged by a gate: no question asked
+        done = cli("activate", version)
+        assert (done.returncode, done.stdout) == (0, f"version {version} is active\n"), done.stderr
+    forced = cli("activate", "2", "--force")
+    assert (forced.returncode, forced.stdout) == (0, "version 2 is active\n"), forced.stderr
+    assert active() == [2]
 
 
 def test_card_json_records_the_whole_recipe(cli, trained, tiny_data):

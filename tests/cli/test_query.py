@@ -21,11 +21,14 @@ import pytest
 from inboxsort.cli.query import parse_query
 from inboxsort.config import load_config
 from inboxsort.db import (
+    SOURCE_LABEL,
     Image,
     open_database,
 )
 from inboxsort.db.search import build_select
 from inboxsort.errors import ConfigError
+from inboxsort.library.relabel import relabel
+from tests.helpers.filedrows import CLASSES, file_image
 from tests.helpers.querysite import AGE, BY_AGE, NOW, ROWS, Site, build_site, run
 
 COLUMNS = [c.key for c in Image.__table__.columns]
@@ -174,6 +177,39 @@ def test_table_format_is_the_default(site: Site, capsys) -> None:
     ]
     assert [line.split()[0] for line in lines[1:]] == ["7", "5"]
     assert "0.9900" in lines[1] and lines[1].endswith("/site/library/dogs/100%_sure.jpg")
+
+
+def test_a_corrected_image_shows_the_score_of_its_new_label(make_config, capsys) -> None:
+    """Issue 14: after dogs → cats, score is P(cats); what the model said has its own columns."""
+    config = load_config(make_config())
+    library = config.paths.library
+    (library / "cats").mkdir(parents=True)
+    with open_database(config.database.url) as db:
+        moved = file_image(db, library / "dogs" / "a.jpg", "dogs", score=0.7578, model_version=1)
+        kept = file_image(db, library / "dogs" / "b.jpg", "dogs", score=0.6, model_version=1)
+        relabel(
+            db,
+            image_path=library / "dogs" / "a.jpg",
+            new_label="cats",
+            source=SOURCE_LABEL,
+            library=library,
+            classes=CLASSES,
+        )
+    assert run(config, "query", "--format", "json") == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    picked = ("label", "score", "model_label", "model_score")
+    assert tuple(rows[moved][k] for k in picked) == ("cats", pytest.approx(0.2422), "dogs", 0.7578)
+    assert tuple(rows[kept][k] for k in picked) == ("dogs", 0.6, "dogs", 0.6)
+
+    assert run(config, "query", "--format", "csv", "--sort", "score") == 0
+    first = next(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    # The least confident first: the corrected image, by the probability of its label.
+    assert (int(first["id"]), first["label"], first["model_label"]) == (moved, "cats", "dogs")
+    assert (float(first["score"]), float(first["model_score"])) == (pytest.approx(0.2422), 0.7578)
+
+    assert run(config, "query", "--label", "cats") == 0
+    [line] = capsys.readouterr().out.splitlines()[1:]
+    assert line.split()[4:6] == ["cats", "0.2422"]
 
 
 def test_no_match(site: Site, capsys) -> None:

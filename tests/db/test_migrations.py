@@ -18,6 +18,7 @@ from inboxsort.db import Base, Database, current_revision, head_revision, open_d
 from inboxsort.db.session import _alembic_config
 from inboxsort.errors import StoreError
 
+HEAD = "0002"
 TABLES = {"images", "corrections", "model_versions", "daemon_state"}
 INDEXES = {
     "images": {
@@ -49,7 +50,7 @@ def test_fresh_database_gets_every_table_index_and_revision(db: Database, db_fil
     assert set(insp.get_table_names()) >= TABLES
     for table, wanted in INDEXES.items():
         assert wanted <= {ix["name"] for ix in insp.get_indexes(table)}
-    assert current_revision(db) == "0001" == head_revision()
+    assert current_revision(db) == HEAD == head_revision()
 
 
 def test_migration_matches_the_orm_models(db: Database) -> None:
@@ -62,11 +63,11 @@ def test_open_twice_is_idempotent(db_file: Path) -> None:
     url = f"sqlite:///{db_file}"
     for _ in range(2):
         database = open_database(url)
-        assert current_revision(database) == "0001"
+        assert current_revision(database) == HEAD
         database.close()
     open_database(url).close()  # and upgrading an up-to-date database is a no-op
     with sqlite3.connect(db_file) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
 
 
 def test_database_at_an_older_revision_opens(db_file: Path) -> None:
@@ -84,7 +85,7 @@ def test_downgrade_to_base_drops_everything(db: Database) -> None:
     assert current_revision(db) is None
     assert not TABLES & set(inspect(db.engine).get_table_names())
     open_database(db.url).close()  # and back up again
-    assert current_revision(db) == "0001"
+    assert current_revision(db) == HEAD
 
 
 def test_future_revision_is_refused(db: Database, db_file: Path) -> None:
@@ -95,7 +96,7 @@ def test_future_revision_is_refused(db: Database, db_file: Path) -> None:
         with pytest.raises(StoreError) as info:
             open_database(f"sqlite:///{db_file}", readonly=readonly)
         message = str(info.value)
-        assert "9999" in message and "newer" in message and "0001" in message
+        assert "9999" in message and "newer" in message and HEAD in message
 
 
 def test_migrations_ignore_cwd_and_leave_logging_alone(
@@ -143,5 +144,89 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
         t.join()
     assert errors == []
     database = open_database(url, readonly=True)
-    assert current_revision(database) == "0001"
+    assert current_revision(database) == HEAD
     database.close()
+
+
+# ---- 0002: model_label and model_score; score is the probability of label ------------------
+
+# id: label, score, model_version, corrections as (old_label, new_label, source)
+_OLD_ROWS = {
+    1: ("cats", 0.7578, 0, [("dogs", "cats", "move")]),  # issue 14: showed cats 0.7578
+    2: ("cats", 0.9, 0, []),
+    3: ("cats", 0.8, 1, [("cats", "dogs", "move"), ("dogs", "cats", "label")]),  # and back
+    4: ("birds", 0.6, 5, [("cats", "birds", "move")]),  # a three-class model
+    5: ("dogs", 0.55, 1, [("dogs", "dogs", "review")]),  # confirmed out of _review
+    6: (None, None, None, []),  # failed: never classified
+}
+
+
+def _write_0001_rows(db_file: Path) -> None:
+    """The rows an 0001 inboxsort left: corrections changed label and kept the model's score."""
+    now = "2024-06-01 12:00:00.000000"
+    with sqlite3.connect(db_file) as raw:
+        for version, classes in ((1, '["cats", "dogs"]'), (5, '["birds", "cats", "dogs"]')):
+            raw.execute(
+                "INSERT INTO model_versions (version, created_at, path, metrics, active, classes)"
+                " VALUES (?, ?, ?, '{}', 0, ?)",
+                (version, now, f"/models/{version:04d}", classes),
+            )
+        for image_id, (label, score, version, fixes) in _OLD_ROWS.items():
+            raw.execute(
+                "INSERT INTO images (id, original_name, source_path, path, label, score,"
+                " model_version, status, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    image_id,
+                    f"{image_id}.jpg",
+                    f"/inbox/{image_id}.jpg",
+                    f"/lib/{image_id}.jpg",
+                    label,
+                    score,
+                    version,
+                    "filed" if label else "failed",
+                    now,
+                ),
+            )
+            for old, new, source in fixes:
+                raw.execute(
+                    "INSERT INTO corrections (image_id, old_label, new_label, source, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (image_id, old, new, source, now),
+                )
+
+
+def _image_values(db_file: Path, columns: str) -> dict[int, tuple]:
+    with sqlite3.connect(db_file) as raw:
+        rows = raw.execute(f"SELECT id, {columns} FROM images ORDER BY id").fetchall()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_upgrading_an_0001_database_backfills_what_the_model_said(db_file: Path) -> None:
+    old = open_database(f"sqlite:///{db_file}", migrate=False)
+    with old.engine.connect() as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "0001")
+    old.close()
+    _write_0001_rows(db_file)
+
+    upgraded = open_database(f"sqlite:///{db_file}")
+    assert current_revision(upgraded) == HEAD
+    values = _image_values(db_file, "label, score, model_label, model_score")
+    assert values[1] == ("cats", pytest.approx(0.2422), "dogs", 0.7578)
+    assert values[2] == ("cats", 0.9, "cats", 0.9)
+    assert values[3] == ("cats", 0.8, "cats", 0.8)  # corrected back to the model's label
+    assert values[4] == ("birds", None, "cats", 0.6)  # P(birds) was never recorded
+    assert values[5] == ("dogs", 0.55, "dogs", 0.55)
+    assert values[6] == (None, None, None, None)
+    with upgraded.engine.connect() as conn:  # and the ORM agrees with the upgraded schema
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+    # Down again: score is the model's figure once more, as 0001 kept it; nothing else moves.
+    with upgraded.engine.connect() as conn, conn.begin():
+        command.downgrade(_alembic_config(conn), "0001")
+    assert current_revision(upgraded) == "0001"
+    upgraded.close()
+    assert _image_values(db_file, "label, score") == {
+        image_id: (label, score) for image_id, (label, score, _, _) in _OLD_ROWS.items()
+    }
+    with sqlite3.connect(db_file) as raw:
+        assert raw.execute("SELECT count(*) FROM corrections").fetchone() == (5,)

@@ -22,7 +22,9 @@ from inboxsort.db import (
     STATUS_PENDING,
     Database,
     Image,
+    utcnow,
 )
+from inboxsort.intake.ledger import Entry, Ledger
 from inboxsort.library.watcher import (
     CLOSED,
     CREATED,
@@ -69,7 +71,64 @@ def test_a_move_between_class_folders_is_one_correction_with_both_labels(db, lib
     row = get_image(db, cat)
     assert (row.label, row.path, row.status) == ("dogs", str(library / "dogs" / "a.jpg"), "filed")
     # What the model said stays on the row: the correction is the user's part.
-    assert (row.score, row.model_version) == (0.87, 3)
+    assert (row.model_label, row.model_score, row.model_version) == ("cats", 0.87, 3)
+    # And score is the probability of the label the row has now: with two classes, 1 - 0.87.
+    assert row.score == pytest.approx(0.13)
+
+
+def test_a_corrected_score_follows_the_label_back_and_is_unknown_with_more_classes(db, library):
+    two = LibraryTracker(db, library=library, model=serving(), grace_seconds=GRACE)
+    cat = file_image(db, library / "cats" / "a.jpg", "cats", score=0.75)
+    mv(two, library / "cats" / "a.jpg", library / "dogs" / "a.jpg")
+    assert get_image(db, cat).score == pytest.approx(0.25)
+    mv(two, library / "dogs" / "a.jpg", library / "cats" / "a.jpg", 1.0)  # the user changes mind
+    row = get_image(db, cat)
+    assert (row.label, row.score, row.model_label, row.model_score) == ("cats", 0.75, "cats", 0.75)
+
+    (library / "birds").mkdir()
+    three = LibraryTracker(
+        db, library=library, model=serving(("birds", "cats", "dogs")), grace_seconds=GRACE
+    )
+    mv(three, library / "cats" / "a.jpg", library / "birds" / "a.jpg", 2.0)
+    row = get_image(db, cat)
+    # The model's probability of birds is not on record: unknown, not the cats figure.
+    assert (row.label, row.score, row.model_label, row.model_score) == ("birds", None, "cats", 0.75)
+    assert len(corrections(db)) == 3
+
+
+def test_the_models_word_is_what_the_daemon_planned_last_and_survives_a_move(
+    db, library, tracker, tmp_path
+):
+    inbox = write_file(tmp_path / "inbox" / "a.jpg")
+    dest = library / "cats" / "a.jpg"
+    st = inbox.stat()
+
+    def entry(label: str, score: float) -> Entry:
+        return Entry(
+            source=inbox,
+            dest=dest,
+            status=STATUS_FILED,
+            sha256=None,
+            size=st.st_size,
+            device=st.st_dev,
+            inode=st.st_ino,
+            received_at=utcnow(),
+            label=label,
+            score=score,
+            model_version=1,
+        )
+
+    ledger = Ledger(db)
+    ledger.plan([entry("dogs", 0.6)])  # a crash left this row pending...
+    [planned] = ledger.plan([entry("cats", 0.8)])  # ... and the restart classified it again
+    inbox.rename(dest)
+    ledger.finish([(planned, None)])
+    row = get_image(db, planned.row_id)
+    assert (row.label, row.score, row.model_label, row.model_score) == ("cats", 0.8, "cats", 0.8)
+    mv(tracker, dest, library / "dogs" / "a.jpg")
+    row = get_image(db, planned.row_id)
+    assert (row.label, row.model_label, row.model_score) == ("dogs", "cats", 0.8)
+    assert row.score == pytest.approx(0.2)
 
 
 def test_a_rename_within_a_folder_updates_the_path_only(db, library, tracker):
@@ -274,6 +333,9 @@ def test_reconcile_finds_moves_made_while_stopped_and_marks_the_rest_deleted(db,
     ]
     assert get_image(db, renamed).path == str(library / "dogs" / "a.jpg")
     assert get_image(db, copied).path == str(library / "cats" / "b.jpg")
+    for row in (get_image(db, renamed), get_image(db, copied)):
+        # Scores of the corrected labels: the model's 0.9 was for the other class.
+        assert row.score == pytest.approx(0.1) and row.model_score == 0.9
     assert get_image(db, gone).status == STATUS_DELETED
     assert get_image(db, still).status == STATUS_FILED
     assert tracker.reconcile() == ReconcileReport(checked=3)  # nothing left to do
