@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,60 @@ IMAGE_SUFFIXES = frozenset(
 # warning an error too, so a bomb is refused before it is decoded.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
+# What decoding an image costs at its peak, per pixel of the size its header declares (after
+# JPEG draft mode), by Pillow mode: the decoded buffer (Pillow keeps RGB in 4 bytes) and the
+# buffers the conversion to 8-bit RGB adds (16-bit and 32-bit grey: 8-bit grey, then RGB;
+# transparency: RGBA, a white background, their composite, then RGB).
+_PEAK_BYTES_PER_PIXEL = {"1": 5, "L": 5, "P": 5, "I;16": 7, "I;16B": 7, "I;16L": 7, "I;16N": 7}
+_PEAK_BYTES_PER_PIXEL |= {"I": 9, "F": 9, "RGB": 8, "YCbCr": 8, "CMYK": 8, "LAB": 8, "HSV": 8}
+_PEAK_BYTES_PER_PIXEL |= {mode: 20 for mode in ("RGBA", "LA", "PA", "RGBa", "La", "RGBX")}
+_PEAK_BYTES_PER_PIXEL_OTHER = 20
+# The memory all decode threads together may hold at once. It is larger than the peak of any
+# image under MAX_PIXELS (20 bytes per pixel), so every image that passes the pixel limit can
+# decode, alone if need be; large images wait for each other instead of piling up.
+DECODE_BUDGET_BYTES = 7 << 28  # 1.75 GiB
+# Integer images are scaled to 8 bits this many pixels at a time.
+_STRIP_PIXELS = 1 << 20
+
+
+class DecodeBudget:
+    """A semaphore counted in bytes: decodes wait until their estimated peak fits the budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, cost: int) -> Iterator[None]:
+        """Wait until `cost` bytes fit beside the decodes running, hold them meanwhile."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._used + cost <= self.limit)
+            self._used += cost
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= cost
+                self._cond.notify_all()
+
+
+DECODE_BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Estimated peak bytes of decoding `image` to RGB, from its header alone."""
+    width, height = image.size
+    return width * height * _PEAK_BYTES_PER_PIXEL.get(image.mode, _PEAK_BYTES_PER_PIXEL_OTHER)
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1 << 20):.0f} MiB"
+
+
+class IncompleteImage(BadImage):
+    """Bad as it is, and perhaps only because its writer is not done (empty, truncated)."""
+
 
 def read_bytes(path: Path) -> bytes:
     """Read a whole file; OSError propagates so the caller can tell transient from bad."""
@@ -36,15 +93,51 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        scaled = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
-        image = Image.fromarray(scaled, mode="L")
+        image = Image.fromarray(_to_8_bits(image), mode="L")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def _strips(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """The rows of `image` as arrays, a strip of about _STRIP_PIXELS at a time."""
+    width, height = image.size
+    rows = max(1, _STRIP_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        yield top, np.asarray(image.crop((0, top, width, bottom)))
+
+
+@functools.cache
+def _scale_table(top: int) -> np.ndarray:
+    """uint8 of v / top * 255 for every v in 0..top: the float64 formula, computed once."""
+    values = np.arange(top + 1, dtype=np.float64)
+    return np.clip(values / float(top) * 255.0, 0, 255).astype(np.uint8)
+
+
+def _to_8_bits(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit and float grey to uint8, strip by strip, never a float64 copy of it all.
+
+    The pixels are those of np.clip(v / top * 255, 0, 255) in float64 over the whole array,
+    where top is 65535 for 16-bit images and for others whose maximum is over 255, else 255:
+    integers go through a table of that very formula, floats through it strip by strip.
+    """
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    if image.mode.startswith("I;16"):
+        top = 65535
+    else:
+        peaks = [np.max(strip) for _, strip in _strips(image) if strip.size]
+        top = 65535 if peaks and np.max(np.array(peaks)) > 255 else 255
+    for row, strip in _strips(image):
+        if image.mode == "F":
+            scaled = np.clip(strip.astype(np.float64) / float(top) * 255.0, 0, 255)
+            out[row : row + len(strip)] = scaled.astype(np.uint8)
+        else:
+            out[row : row + len(strip)] = _scale_table(top)[np.clip(strip, 0, top)]
+    return out
 
 
 def draft_box(size: int) -> tuple[int, int]:
@@ -58,10 +151,24 @@ def draft_box(size: int) -> tuple[int, int]:
     return side, side
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Decode image bytes to a uint8 array of shape (size, size, 3); BadImage if unusable."""
+def _decoded(image: Image.Image, size: int) -> np.ndarray:
+    image.load()
+    # In place: without it Pillow returns a full-size copy even when nothing turns.
+    ImageOps.exif_transpose(image, in_place=True)
+    rgb = _to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode_image(data: bytes, size: int, *, budget: DecodeBudget = DECODE_BUDGET) -> np.ndarray:
+    """Decode image bytes to a uint8 array of shape (size, size, 3); BadImage if unusable.
+
+    The decode waits until its estimated peak memory fits `budget` beside the other decodes
+    running; an image whose peak alone is over the budget is refused before it is decoded.
+    """
     if not data:
-        raise BadImage("empty file (0 bytes)")
+        raise IncompleteImage("empty file (0 bytes)")
     try:
         # An explicit pixel check instead of warnings.catch_warnings(), which is not
         # thread-safe and the daemon decodes on a pool of threads.
@@ -75,25 +182,43 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         # MPO (what many phone cameras write) is a JPEG with more frames after the first.
         if isinstance(image, JpegImagePlugin.JpegImageFile):
             image.draft("RGB", draft_box(size))
-        image.load()
-        # In place: without it Pillow returns a full-size copy even when nothing turns.
-        ImageOps.exif_transpose(image, in_place=True)
-        rgb = _to_rgb(image)
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        array = np.asarray(rgb, dtype=np.uint8)
+        cost = decode_cost(image)
+        if cost > budget.limit:
+            raise BadImage(
+                f"too large to decode: {width}x{height} {image.mode} needs about {_mib(cost)},"
+                f" over the decode budget of {_mib(budget.limit)}"
+            )
+        with budget.hold(cost):
+            array = _decoded(image, size)
     except BadImage:
         raise
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,
     ) as exc:
-        raise BadImage(_reason(exc, data)) from None
+        reason = _reason(exc, data)
+        # An image's signature with a header too short to identify: perhaps its start.
+        started = reason == _UNREADABLE and data.startswith(_SIGNATURES)
+        raise (IncompleteImage if started else BadImage)(reason) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
-        raise BadImage(f"cannot decode: {exc}") from None
+        raise IncompleteImage(f"cannot decode: {exc}") from None
     if array.shape != (size, size, 3):
         raise BadImage(f"decoded to an unexpected shape {array.shape}")
     return array
+
+
+_UNREADABLE = "not an image Pillow can read"
+# How the files of IMAGE_SUFFIXES begin (JPEG, PNG, GIF, BMP, WebP, TIFF, PPM and kin).
+_SIGNATURES: tuple[bytes, ...] = (
+    b"\xff\xd8",
+    b"\x89PNG",
+    b"GIF8",
+    b"BM",
+    b"RIFF",
+    b"II*\x00",
+    b"MM\x00*",
+)
+_SIGNATURES += (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7")
 
 
 def _reason(exc: Exception, data: bytes) -> str:
@@ -104,7 +229,7 @@ def _reason(exc: Exception, data: bytes) -> str:
         return "not an image: HTML"
     if all(32 <= b < 127 or b in (9, 10, 13) for b in data[:512]):
         return "not an image: text"
-    return "not an image Pillow can read"
+    return _UNREADABLE
 
 
 def load_image(path: Path, size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from inboxsort.backoff import backoff_delay
@@ -21,7 +22,7 @@ from inboxsort.config import BatchConfig, WatchConfig
 from inboxsort.db import utcnow
 from inboxsort.dirfd import PathChanged, lstat_under
 from inboxsort.files import Ignore, ScanErrors, loggable, scan
-from inboxsort.intake.decode import Retry, read_and_decode
+from inboxsort.intake.decode import Retry, Undecodable, read_and_decode
 from inboxsort.intake.records import Arrival, Claim, Decoded
 from inboxsort.intake.settle import SettleTracker
 from inboxsort.model.live import LiveModel
@@ -32,6 +33,16 @@ _MAX_ATTEMPTS = 5
 _IN_USE_DELAY = 1.0
 # Another look after a transient error or a file that changed under the reader: waits double.
 _RETRY_FIRST, _RETRY_CAP = 0.5, 60.0
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """A file that did not decode, kept back while unchanged until `until` (intake's clock)."""
+
+    path: Path
+    until: float
+    size: int
+    mtime_ns: int
 
 
 def retry_delay(attempt: int) -> float:
@@ -55,6 +66,7 @@ class Intake:
         self.watch = watch
         self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self.ready: queue.SimpleQueue[Decoded] = queue.SimpleQueue()
+        self._holds: queue.SimpleQueue[_Hold] = queue.SimpleQueue()
         self._ignore = Ignore(root, watch.ignore)
         # Every look goes through the inbox's folders by descriptor: no symbolic link is
         # followed and no path is too long (deeper than PATH_MAX) to look at.
@@ -112,6 +124,7 @@ class Intake:
                 now = self._clock()
                 wait = self._settle.next_check(now)
                 self._take_arrivals(timeout=0.2 if wait is None else min(wait, 0.2))
+                self._take_holds()
                 for path in self._settle.poll(self._clock()):
                     if not self._claim(path, stop):
                         break
@@ -123,7 +136,12 @@ class Intake:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _idle_update(self) -> None:
-        if self.arrivals.empty() and not self._settle and not self._by_inode:
+        if (
+            self.arrivals.empty()
+            and self._holds.empty()
+            and not self._settle
+            and not self._by_inode
+        ):
             self._idle.set()
         else:
             self._idle.clear()
@@ -139,6 +157,16 @@ class Intake:
                 arrival = self.arrivals.get_nowait()
             except queue.Empty:
                 return
+
+    def _take_holds(self) -> None:
+        while True:
+            try:
+                held = self._holds.get_nowait()
+            except queue.Empty:
+                return
+            self._settle.hold(
+                held.path, self._clock(), until=held.until, size=held.size, mtime_ns=held.mtime_ns
+            )
 
     def _note(self, arrival: Arrival) -> None:
         if self._ignore(arrival.path):
@@ -202,6 +230,10 @@ class Intake:
         except Exception as exc:  # the edge for one image: record it, never kill the pool
             log.exception("unexpected error reading %s", loggable(claim.path))
             result = Decoded(claim, None, None, f"unexpected error: {type(exc).__name__}: {exc}")
+        if isinstance(result, Undecodable):
+            result = self._hold_or_fail(result.decoded)
+            if result is None:
+                return  # kept back for its writer, and released
         if isinstance(result, Retry):
             result = self._retry_or_fail(result)
         if isinstance(result, Decoded):
@@ -209,6 +241,34 @@ class Intake:
             return
         with self._lock:
             self._release(claim)
+
+    def _hold_or_fail(self, decoded: Decoded) -> Decoded | None:
+        """A file that does not decode fails only once unchanged for writer_timeout_seconds.
+
+        A writer that appends and closes again and again (a resumed download, a slow copy in
+        chunks) would otherwise leave a fragment in failed/ at each close, and the whole image
+        nowhere. Until then the file waits in the inbox; written or changed, it is looked at
+        again at once, so only its final version is filed. Quiet time counts from its mtime:
+        an old broken file (the start-up scan) fails at once.
+        """
+        claim = decoded.claim
+        timeout = self.watch.writer_timeout_seconds
+        quiet = time.time() - claim.mtime_ns / 1e9
+        if timeout <= 0 or quiet >= timeout:
+            return decoded
+        wait = min(timeout, timeout - quiet)
+        log.info(
+            "%s: %s; waiting until it has been unchanged for %.0f s before failing it, "
+            "in case its writer is not done",
+            loggable(claim.path),
+            decoded.error,
+            timeout,
+        )
+        with self._lock:
+            # Kept back before the claim is released, so idle() never sees it as gone.
+            self._holds.put(_Hold(claim.path, self._clock() + wait, claim.size, claim.mtime_ns))
+            self._release(claim)
+        return None
 
     def _retry_or_fail(self, retry: Retry) -> Decoded | None:
         path = retry.claim.path

@@ -13,7 +13,7 @@ from pathlib import Path
 from inboxsort.dirfd import PathChanged, identity, open_under
 from inboxsort.errors import BadImage
 from inboxsort.files import is_transient, loggable
-from inboxsort.imageio import decode_image
+from inboxsort.imageio import IncompleteImage, decode_image
 from inboxsort.intake.records import Claim, Decoded
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,13 @@ class Retry:
     transient_error: bool = False
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A file read whole that does not decode, perhaps only because its writer is not done."""
+
+    decoded: Decoded
+
+
 def _bad_name(path: Path) -> bool:
     try:
         str(path).encode("utf-8")
@@ -36,7 +43,7 @@ def _bad_name(path: Path) -> bool:
     return False
 
 
-def read_and_decode(claim: Claim, size: int, *, root: Path) -> Decoded | Retry | None:
+def read_and_decode(claim: Claim, size: int, *, root: Path) -> Decoded | Retry | Undecodable | None:
     """Read a claimed file once, hash it and decode it; None when it vanished.
 
     The file is opened through the folders below `root` (the inbox), none of them followed if
@@ -81,6 +88,8 @@ def read_and_decode(claim: Claim, size: int, *, root: Path) -> Decoded | Retry |
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         pixels = decode_image(data, size)
+    except IncompleteImage as exc:
+        return Undecodable(Decoded(claim, sha256, None, str(exc)))
     except BadImage as exc:
         return Decoded(claim, sha256, None, str(exc))
     return Decoded(claim, sha256, pixels, None)

@@ -24,6 +24,7 @@ class _Watched:
     closed: bool = False
     writing: bool = False  # inotify saw a write and no close since
     not_before: float = 0.0
+    held_until: float = 0.0  # kept back while unchanged (a file that did not decode)
 
 
 class SettleTracker:
@@ -58,6 +59,8 @@ class SettleTracker:
         """Record an event for path; `delay` holds it back (a retry after a transient error)."""
         entry = self._files.setdefault(path, _Watched(stable_since=now))
         entry.writing = (entry.writing or writing) and not closed
+        if closed or writing:
+            entry.held_until = 0.0  # written again: worth another look at once
         if closed:
             # The writer closed the file: what we see at the next look is complete, so that
             # look starts a fresh baseline instead of counting as a change.
@@ -67,6 +70,16 @@ class SettleTracker:
             # event can tell): wait for the file to settle instead.
             entry.closed = False
         entry.not_before = max(entry.not_before, now + delay)
+
+    def hold(self, path: Path, now: float, *, until: float, size: int, mtime_ns: int) -> None:
+        """Keep path back until `until`, unless it is written or changes from (size, mtime_ns).
+
+        A path noted again since it was claimed has changed already: it is looked at as usual.
+        """
+        if path not in self._files:
+            self._files[path] = _Watched(
+                size=size, mtime_ns=mtime_ns, stable_since=now, held_until=until
+            )
 
     def forget(self, path: Path) -> None:
         """Stop tracking path."""
@@ -95,6 +108,9 @@ class SettleTracker:
                 if not first_look:
                     # Written again since the close event: that close no longer proves much.
                     entry.closed = False
+                entry.held_until = 0.0
+            if now < entry.held_until:
+                continue
             if entry.closed or self._quiet_enough(path, entry, st, now - entry.stable_since):
                 ready.append(path)
                 del self._files[path]
@@ -121,7 +137,7 @@ class SettleTracker:
         due = [
             max(e.not_before, now)
             if e.closed
-            else max(e.not_before, e.stable_since + self._wait(e), now)
+            else max(e.not_before, e.held_until, e.stable_since + self._wait(e), now)
             for e in self._files.values()
         ]
         # Re-stat at least every quarter of the settle time so changes restart the clock promptly

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import queue
+import stat
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
+    DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -22,7 +27,10 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from inboxsort.config import WatchConfig
+from inboxsort.files import loggable
 from inboxsort.intake.records import Arrival
+
+log = logging.getLogger(__name__)
 
 
 def _as_path(raw: str | bytes) -> Path:
@@ -90,3 +98,88 @@ def make_observer(config: WatchConfig) -> Any:
         # moved out of the library is told apart from one moved within it.
         return InotifyObserver(generate_full_events=True)
     return Observer()
+
+
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode of the folder at path (followed if a link), or None if there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+class _RootDeleted(FileSystemEventHandler):
+    """Notes inotify's word that the watched folder itself was deleted (its watch is dead)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.seen = threading.Event()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Set `seen` when the event is the root's own deletion."""
+        if isinstance(event, DirDeletedEvent) and _as_path(event.src_path) == self.root:
+            self.seen.set()
+
+
+class InboxWatch:
+    """The observer's watch on the inbox, armed again when the inbox folder itself is replaced.
+
+    inotify watches a folder, not a path: once the inbox is renamed or deleted and made again,
+    it reports nothing from the new folder. `check` compares the folder at the inbox's path
+    with the one watched (device and inode, a stat) and moves the watch to the new one; a
+    folder deleted and made again may get the same inode number, so inotify's report of the
+    deletion counts too.
+    """
+
+    def __init__(self, observer: Any, handler: FileSystemEventHandler, root: Path) -> None:
+        self.observer = observer
+        self.handler = handler
+        self.root = root
+        self.recursive = True
+        self._watch: Any = None
+        self._identity: tuple[int, int] | None = None
+        self._gone = False
+        self._deleted = _RootDeleted(root)
+
+    def arm(self, *, recursive: bool) -> None:
+        """Watch the folder now at the inbox's path (the first time, before observer.start)."""
+        self.recursive = recursive
+        self._identity = _folder_identity(self.root)
+        self._watch = self._schedule()
+
+    def _schedule(self) -> Any:
+        watch = self.observer.schedule(self.handler, str(self.root), recursive=self.recursive)
+        self.observer.add_handler_for_watch(self._deleted, watch)
+        return watch
+
+    def check(self) -> bool:
+        """True when the inbox was replaced and its new folder is watched (scan it then)."""
+        current = _folder_identity(self.root)
+        if current == self._identity and not self._deleted.seen.is_set():
+            return False
+        if current is None:
+            if not self._gone:
+                self._gone = True
+                log.warning(
+                    "the inbox %s is gone (moved or deleted); waiting for it to be made again",
+                    loggable(self.root),
+                )
+            return False
+        if self._watch is not None:
+            with contextlib.suppress(KeyError):
+                self.observer.unschedule(self._watch)
+            self._watch = None
+        self._deleted.seen.clear()
+        try:
+            self._watch = self._schedule()
+        except OSError as exc:
+            log.warning("cannot watch the new inbox %s yet: %s", loggable(self.root), exc)
+            self._deleted.seen.set()  # try again at the next check
+            return False
+        self._identity, self._gone = current, False
+        log.warning(
+            "the inbox %s was replaced (moved, deleted or made again); watching the new folder",
+            loggable(self.root),
+        )
+        return True
