@@ -27,8 +27,10 @@ from inboxsort.db.schema import (
 from inboxsort.db.session import (
     Database,
     current_revision,
+    database_write_problem,
     head_revision,
-    is_locked_error,
+    is_disk_full_error,
+    is_transient_db_error,
     open_database,
     safe_url,
 )
@@ -55,8 +57,10 @@ __all__ = [
     "ModelVersion",
     "UTCDateTime",
     "current_revision",
+    "database_write_problem",
     "head_revision",
-    "is_locked_error",
+    "is_disk_full_error",
+    "is_transient_db_error",
     "open_database",
     "safe_url",
     "utcnow",

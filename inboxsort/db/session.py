@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -25,12 +27,19 @@ _ALEMBIC_INI = _DB_DIR / "alembic.ini"
 _MIGRATIONS_DIR = _DB_DIR / "migrations"
 
 BUSY_TIMEOUT_MS = 30_000
+# The daemon's connections wait this long inside SQLite for a lock, then the retry loop of
+# retry.py takes over: its waits end when the daemon is stopping, SQLite's own do not.
+DAEMON_BUSY_TIMEOUT_MS = 1_000
 
 # SQLite primary result codes for "another connection holds the lock".
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
+# ... and for "database or disk is full" (no space, or a quota, under the database).
+_SQLITE_FULL = 13
 # PostgreSQL SQLSTATEs worth a retry: serialization failure, deadlock, lock not available.
 _PG_RETRY_CODES = frozenset({"40001", "40P01", "55P03"})
+_PG_DISK_FULL = "53100"
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class Database:
@@ -79,8 +88,8 @@ def safe_url(url: str | URL) -> str:
         return "<invalid database URL>"
 
 
-def _describe(exc: BaseException) -> str:
-    """Return the short driver message of a database error."""
+def describe_db_error(exc: BaseException) -> str:
+    """Return the short driver message of a database error (no SQL, no background link)."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         return str(exc.orig)
     return str(exc)
@@ -135,19 +144,22 @@ def _migrate(engine: Engine) -> None:
         if engine.dialect.name == "sqlite":
             # Take the write lock first so a daemon and a CLI starting together do not both
             # try to create the tables; the loser waits (busy_timeout) and finds head.
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         _check_known(conn)
         command.upgrade(_alembic_config(conn), "head")
+    # The pooled connection goes back with the busy timeout its engine was opened with.
+    engine.dispose()
 
 
-def _set_sqlite_pragmas(readonly: bool) -> Any:
+def _set_sqlite_pragmas(readonly: bool, busy_timeout_ms: int) -> Any:
     """Return a connect-event listener applying the pragmas to each new DBAPI connection."""
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
             # busy_timeout first: switching to WAL itself may need to wait for a lock.
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             if not readonly:
                 # WAL lets readers (the CLI) run while the daemon writes; NORMAL is safe in WAL.
@@ -182,8 +194,18 @@ def _engine_url(url: URL, *, readonly: bool) -> URL:
     )
 
 
-def open_database(url: str, *, readonly: bool = False, migrate: bool = True) -> Database:
-    """Open (and unless readonly, migrate to head) the database at `url`."""
+def open_database(
+    url: str,
+    *,
+    readonly: bool = False,
+    migrate: bool = True,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+) -> Database:
+    """Open (and unless readonly, migrate to head) the database at `url`.
+
+    `busy_timeout_ms`: how long one SQLite statement waits for another writer's lock (the
+    migration at the start always waits BUSY_TIMEOUT_MS).
+    """
     shown = safe_url(url)
     try:
         parsed = make_url(url)
@@ -200,7 +222,7 @@ def open_database(url: str, *, readonly: bool = False, migrate: bool = True) -> 
     except (SQLAlchemyError, ImportError) as exc:
         raise StoreError(f"cannot open database {shown}: {exc}") from exc
     if is_sqlite:
-        event.listen(engine, "connect", _set_sqlite_pragmas(readonly))
+        event.listen(engine, "connect", _set_sqlite_pragmas(readonly, busy_timeout_ms))
     try:
         with engine.connect() as conn:
             # Reading the schema forces SQLite to read the file header, so a corrupt or
@@ -216,7 +238,7 @@ def open_database(url: str, *, readonly: bool = False, migrate: bool = True) -> 
         raise
     except (SQLAlchemyError, CommandError, OSError) as exc:
         engine.dispose()
-        raise StoreError(f"cannot open database {shown}: {_describe(exc)}") from exc
+        raise StoreError(f"cannot open database {shown}: {describe_db_error(exc)}") from exc
     return Database(engine, url, readonly=readonly)
 
 
@@ -229,23 +251,87 @@ def current_revision(db: Database) -> str | None:
         raise StoreError(f"cannot read the schema revision of {safe_url(db.url)}: {exc}") from exc
 
 
-def is_locked_error(exc: BaseException) -> bool:
-    """Tell whether `exc` is a transient lock/busy error worth retrying."""
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc`, the driver error it wraps, and a few `raise ... from` causes (e.g. StoreError)."""
+    found: list[BaseException] = []
     seen: BaseException | None = exc
-    for _ in range(5):  # follow `raise ... from` wrappers (e.g. StoreError) a little way
+    for _ in range(5):  # follow the wrappers a little way
         if seen is None:
-            return False
-        orig = seen.orig if isinstance(seen, DBAPIError) else seen
-        if isinstance(orig, sqlite3.OperationalError):
-            code = getattr(orig, "sqlite_errorcode", None)
-            if code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
-                return True
-            text = str(orig).lower()
-            if "database is locked" in text or "database is busy" in text:
-                return True
-            if "database table is locked" in text:
-                return True
-        if getattr(orig, "pgcode", None) in _PG_RETRY_CODES:
-            return True
+            break
+        found.append(seen)
+        if isinstance(seen, DBAPIError) and seen.orig is not None:
+            found.append(seen.orig)
         seen = seen.__cause__
-    return False
+    return found
+
+
+def _is_locked(orig: BaseException) -> bool:
+    if isinstance(orig, sqlite3.OperationalError):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return True
+        text = str(orig).lower()
+        if "database is locked" in text or "database is busy" in text:
+            return True
+        if "database table is locked" in text:
+            return True
+    return getattr(orig, "pgcode", None) in _PG_RETRY_CODES
+
+
+def _is_full(orig: BaseException) -> bool:
+    if isinstance(orig, sqlite3.OperationalError):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == _SQLITE_FULL:
+            return True
+        if "database or disk is full" in str(orig).lower():
+            return True
+    if isinstance(orig, OSError) and orig.errno in _FULL_ERRNOS:
+        return True
+    return getattr(orig, "pgcode", None) == _PG_DISK_FULL
+
+
+def is_disk_full_error(exc: BaseException) -> bool:
+    """Tell whether `exc` says the database cannot grow: SQLITE_FULL, ENOSPC or EDQUOT."""
+    return any(_is_full(e) for e in _causes(exc))
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Tell whether `exc` is worth another try later: a lock held by another writer, or a
+    database that cannot grow for now (a full disk, a quota); see is_disk_full_error."""
+    return any(_is_locked(e) or _is_full(e) for e in _causes(exc))
+
+
+def database_write_problem(url: str) -> tuple[str, str] | None:
+    """What keeps the daemon from writing a SQLite database, and the fix (one line each).
+
+    SQLite writes the file and, beside it, its -wal and -shm files, so the folder must take
+    new files too. None when all is writable, or for what this cannot tell (a missing folder,
+    which opening creates; other backends). access() sees read-only mounts and immutable
+    files as refused, also for root.
+    """
+    try:
+        path = sqlite_file(make_url(url))
+    except ArgumentError:
+        return None
+    if path is None or not path.parent.is_dir():
+        return None
+    folder = path.parent
+    effective = os.access in os.supports_effective_ids
+    refused = [
+        each
+        for each in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), folder)
+        if (each == folder or each.is_file())
+        and not os.access(each, os.W_OK, effective_ids=effective)
+    ]
+    if not refused:
+        return None
+    what = "its folder" if refused[0] == folder else str(refused[0].name)
+    try:
+        why = "read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else ""
+    except OSError:
+        why = ""
+    return (
+        f"database {path} is not writable: {what} refuses writes{f' ({why})' if why else ''}",
+        f"make {folder} and the database files in it writable by this user (SQLite creates "
+        "its -wal and -shm files there), or set database.url to a writable place",
+    )

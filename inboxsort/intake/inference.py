@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inboxsort.errors import StoreError
 from inboxsort.intake.batching import Batcher
 from inboxsort.intake.claim import Intake
 from inboxsort.intake.filing import Filer
@@ -128,6 +129,14 @@ class InferencePool:
                 outcome = self.filer.file_batch(labelled + bad)
                 self.processed += outcome.filed + outcome.duplicates
                 self.failed += outcome.failed
+        except StoreError as exc:  # a write refused, or not waited for as the daemon stops
+            log.warning(
+                "batch of %d not recorded; its images stay in the inbox to retry: %s",
+                len(batch),
+                exc,
+            )
+            self.intake.done(batch, retry=batch)
+            return
         except Exception:  # the edge for one batch: the daemon keeps serving
             log.exception("batch of %d failed; its images stay in the inbox to retry", len(batch))
             self.intake.done(batch, retry=batch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from inboxsort.db import STATUS_DELETED, STATUS_FILED, STATUS_PENDING, Database,
 from inboxsort.db.heartbeat import write_heartbeat
 from inboxsort.db.queries import images_by_id, oldest_by_sha256, pending_by_sources
 from inboxsort.db.retry import retry_locked
+from inboxsort.db.session import describe_db_error
 from inboxsort.errors import StoreError
 from inboxsort.files import display_path
 
@@ -66,20 +68,44 @@ class Entry:
 
 
 class Ledger:
-    """All database writes of the daemon, each retried while the database is locked."""
+    """All database writes of the daemon, each retried while the database is locked or full.
 
-    def __init__(self, db: Database, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    `stop`: the daemon's stop event; once set, a write that cannot be made now is not waited
+    for (what it would have recorded is left to recovery at the next start). `ping`: called
+    while waiting, so that a long wait for disk space is not taken for a hung daemon.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        stop: threading.Event | None = None,
+        ping: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.db = db
+        self._stop = stop
+        self._ping = ping
         self._sleep = sleep
 
+    def _wait(self, seconds: float) -> bool:
+        """Wait between tries; True when the daemon is stopping."""
+        self._ping()
+        if self._stop is None:
+            self._sleep(seconds)
+            return False
+        return self._stop.wait(seconds)
+
     def run(self, what: str, action: Callable[[], T]) -> T:
-        """Run one database action, waiting out a locked database; StoreError if it fails."""
+        """Run one database action, waiting out a locked or full database; StoreError if it
+        fails, gives up on a lock, or the daemon stops meanwhile."""
         try:
             return retry_locked(
-                action, what=what, wait=self._sleep, give_up_after=_LOCKED_GIVE_UP_SECONDS
+                action, what=what, wait=self._wait, give_up_after=_LOCKED_GIVE_UP_SECONDS
             )
         except Exception as exc:
-            raise StoreError(f"{what}: {exc}") from exc
+            stopping = " (stopping)" if self._stop is not None and self._stop.is_set() else ""
+            raise StoreError(f"{what}{stopping}: {describe_db_error(exc)}") from exc
 
     def filed_duplicates(self, hashes: Iterable[str]) -> dict[str, int]:
         """For each content hash already filed, the id of the first image filed with it."""
@@ -116,6 +142,8 @@ class Ledger:
                     row.sha256, row.size = e.sha256, e.size
                     row.device, row.inode = e.device, e.inode
                     row.label, row.score, row.model_version = e.label, e.score, e.model_version
+                    # What the model said; corrections change label and score, not these.
+                    row.model_label, row.model_score = e.label, e.score
                     row.classified_at = utcnow() if e.label is not None else None
                     row.error, row.duplicate_of = e.error, e.duplicate_of
                     rows.append(row)

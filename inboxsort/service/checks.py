@@ -203,12 +203,22 @@ def _sqlite_path(url: str) -> Path | None:
 
 
 def check_database(config: Config) -> Check:
-    """The database schema is at the revision this code expects (a missing file is created)."""
-    from inboxsort.db import current_revision, head_revision, open_database, safe_url
+    """The database is writable and its schema at the revision this code expects (a missing
+    file is created)."""
+    from inboxsort.db import (
+        current_revision,
+        database_write_problem,
+        head_revision,
+        open_database,
+        safe_url,
+    )
 
     url = config.database.url
     head = head_revision()
     path = _sqlite_path(url)
+    unwritable = database_write_problem(url)
+    if unwritable:  # the daemon would refuse to start (and the CLI could not record anything)
+        return Check("database", False, unwritable[0], fix=unwritable[1])
     try:
         if path is not None and not path.exists():
             # Like a missing folder: create what the daemon would create at its start.

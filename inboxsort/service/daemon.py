@@ -21,15 +21,15 @@ from inboxsort.db import (
     Database,
     utcnow,
 )
-from inboxsort.errors import InboxsortError
+from inboxsort.errors import InboxsortError, StoreError
 from inboxsort.files import loggable
 from inboxsort.intake.claim import Intake
 from inboxsort.intake.filing import Filer
-from inboxsort.intake.inference import InferencePool
+from inboxsort.intake.inference import BatchReport, InferencePool
 from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Arrival
 from inboxsort.intake.recovery import recover
-from inboxsort.intake.watch import InboxHandler, make_observer, uses_inotify
+from inboxsort.intake.watch import InboxHandler, InboxWatch, make_observer, uses_inotify
 from inboxsort.library.watcher import (
     LibraryEvent,
     LibraryHandler,
@@ -51,6 +51,8 @@ HEARTBEAT_SECONDS = 2.0
 MODEL_POLL_SECONDS = 3.0
 RATE_WINDOW_SECONDS = 60.0  # the throughput systemctl status shows is over this window
 _JOIN_SECONDS = 8.0  # stays inside the 10 s the unit's TimeoutStopSec allows for a clean stop
+# How often the daemon checks that the inbox it watches is still the folder at its path.
+INBOX_CHECK_SECONDS = 1.0
 
 
 class Daemon:
@@ -71,9 +73,10 @@ class Daemon:
         self.store = store
         self.once = once
         self.notifier = notifier or Notifier(None)
-        self.ledger = Ledger(db)
-        self.own_filings = OwnFilings()
         self.stop_event = threading.Event()
+        # Its waits for a locked or full database end when the daemon stops.
+        self.ledger = Ledger(db, stop=self.stop_event, ping=self._ping_watchdog)
+        self.own_filings = OwnFilings()
         self.reload_event = threading.Event()
         self.model = LiveModel(classifier)
         # The inbox's lock file (lock.py) is never an arrival, whatever watch.ignore says.
@@ -91,6 +94,7 @@ class Daemon:
         )
         self._threads: list[threading.Thread] = []
         self._observer: Any = None
+        self._inbox_watch: InboxWatch | None = None
         self._library: LibraryWorker | None = None
         self._started_at = utcnow()
         self._last_ping = 0.0
@@ -140,9 +144,8 @@ class Daemon:
                 writes_end_with_close=uses_inotify(self.config.watch),
             )
             self._observer = observer
-            observer.schedule(
-                handler, str(self.config.paths.inbox), recursive=self.config.watch.recursive
-            )
+            self._inbox_watch = InboxWatch(observer, handler, self.config.paths.inbox)
+            self._inbox_watch.arm(recursive=self.config.watch.recursive)
             self._watch_library(observer)
             observer.start()
             self._start_schedule()
@@ -229,6 +232,16 @@ class Daemon:
     def heartbeat(self) -> None:
         """Write the state `inboxsort stats` shows."""
         last = self.inference.last
+        try:
+            self._beat(last)
+        except StoreError:
+            # A stop ends the ledger's wait for a locked or full database: what could not be
+            # recorded now is the next start's to record, and the stop stays a clean one.
+            if not self.stop_event.is_set():
+                raise
+            log.warning("stopping without the last heartbeat: the database is not writable")
+
+    def _beat(self, last: BatchReport | None) -> None:
         self.ledger.heartbeat(
             state=DAEMON_RUNNING,
             queue_depth=self.inference.queued() + self.intake.waiting(),
@@ -245,6 +258,7 @@ class Daemon:
         """Run the housekeeping loop (heartbeat, rescans, model swaps) until stopped."""
         next_beat = next_model = time.monotonic()
         next_rescan = time.monotonic() + self.config.watch.rescan_seconds
+        next_inbox_check = time.monotonic() + INBOX_CHECK_SECONDS
         idle_ticks = 0
         while not self.stop_event.wait(tick):
             now = time.monotonic()
@@ -261,6 +275,10 @@ class Daemon:
             if self.config.watch.rescan_seconds > 0 and now >= next_rescan:
                 next_rescan = now + self.config.watch.rescan_seconds
                 self.rescan()
+            if self._inbox_watch is not None and now >= next_inbox_check:
+                next_inbox_check = now + INBOX_CHECK_SECONDS
+                if self._inbox_watch.check():
+                    self.rescan()  # what was dropped into the new folder before it was watched
             if self.reload_event.is_set() or now >= next_model:
                 next_model = now + MODEL_POLL_SECONDS
                 self._check_model(forced=self.reload_event.is_set())
@@ -330,11 +348,15 @@ class Daemon:
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.error("threads still running at exit: %s", ", ".join(stuck))
-        self.ledger.heartbeat(
-            state=DAEMON_STOPPED,
-            queue_depth=0,
-            in_flight=0,
-            processed=self.inference.processed,
-            failed=self.inference.failed,
-        )
+        try:
+            # One try (the stop event is set): a locked or full database is not waited for.
+            self.ledger.heartbeat(
+                state=DAEMON_STOPPED,
+                queue_depth=0,
+                in_flight=0,
+                processed=self.inference.processed,
+                failed=self.inference.failed,
+            )
+        except StoreError as exc:
+            log.warning("cannot record the stopped state; stats will show a stale one: %s", exc)
         log.info("stopped: %s", self.status_line())

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from types import FrameType
 
 from inboxsort.config import Config
-from inboxsort.db import Database, open_database
+from inboxsort.db import Database, database_write_problem, open_database
+from inboxsort.db.session import DAEMON_BUSY_TIMEOUT_MS
 from inboxsort.errors import ConfigError, ModelError
 from inboxsort.model.artifact import planned_runtime
 from inboxsort.model.classifier import Classifier, warm_up
@@ -32,7 +33,13 @@ def prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
     bad = failures(checks)
     if bad:
         raise ConfigError("; ".join(f"{c.name}: {c.detail}. {c.fix}".strip() for c in bad))
-    db = open_database(config.database.url)
+    # Before the model loads: a read-only database would otherwise fail at the first write.
+    unwritable = database_write_problem(config.database.url)
+    if unwritable:
+        raise ConfigError("; ".join(unwritable))
+    # A short wait inside SQLite for another writer's lock: the ledger's retries take over,
+    # and those end when the daemon stops (a clean stop stays within 10 s).
+    db = open_database(config.database.url, busy_timeout_ms=DAEMON_BUSY_TIMEOUT_MS)
     records = check_records(config, db)  # a deleted or emptied database beside a full library
     if records.status == "WARN":
         log.warning("%s: %s. %s", records.name, records.detail, records.fix)

@@ -1,8 +1,11 @@
-"""Opening databases: pragmas, read-only access, errors, lock detection, UTC datetimes."""
+"""Opening databases: pragmas, read-only access, errors, transient errors (a lock, a full disk),
+writability, UTC datetimes."""
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +20,13 @@ from inboxsort.db import (
     Database,
     Image,
     UTCDateTime,
-    is_locked_error,
+    database_write_problem,
+    is_disk_full_error,
+    is_transient_db_error,
     open_database,
 )
 from inboxsort.errors import StoreError
+from tests.helpers.disklimits import refusing_writes
 
 
 @pytest.fixture
@@ -135,7 +141,7 @@ def test_utc_datetime_rejects_naive_values(db: Database) -> None:
         UTCDateTime().process_bind_param(dt.datetime(2024, 5, 1), db.engine.dialect)
 
 
-def test_is_locked_error_on_a_real_lock(db_file: Path) -> None:
+def test_is_transient_db_error_on_a_real_lock(db_file: Path) -> None:
     holder = open_database(f"sqlite:///{db_file}")
     other = open_database(f"sqlite:///{db_file}")
     try:
@@ -149,24 +155,85 @@ def test_is_locked_error_on_a_real_lock(db_file: Path) -> None:
                     )
                     conn.commit()
             locker.rollback()
-        assert is_locked_error(info.value)
+        assert is_transient_db_error(info.value)
         assert info.value.orig is not None
-        assert is_locked_error(info.value.orig)  # the bare DBAPI error too
+        assert is_transient_db_error(info.value.orig)  # the bare DBAPI error too
         wrapped = StoreError("write failed")
         wrapped.__cause__ = info.value
-        assert is_locked_error(wrapped)
+        assert is_transient_db_error(wrapped)
     finally:
         holder.close()
         other.close()
 
 
-def test_is_locked_error_false_for_other_errors(db: Database) -> None:
+def test_is_transient_db_error_false_for_other_errors(db: Database) -> None:
     with db.engine.connect() as conn, pytest.raises(OperationalError) as info:
         conn.exec_driver_sql("SELECT * FROM no_such_table")
-    assert not is_locked_error(info.value)
+    assert not is_transient_db_error(info.value)
     with sqlite3.connect(":memory:") as raw, pytest.raises(sqlite3.IntegrityError) as bad:
         raw.execute("CREATE TABLE t (x NOT NULL)")
         raw.execute("INSERT INTO t VALUES (NULL)")
-    assert not is_locked_error(bad.value)
-    assert not is_locked_error(ValueError("database is locked"))
-    assert not is_locked_error(StoreError("nothing underneath"))
+    assert not is_transient_db_error(bad.value)
+    assert not is_transient_db_error(ValueError("database is locked"))
+    assert not is_transient_db_error(StoreError("nothing underneath"))
+    assert not is_disk_full_error(info.value) and not is_disk_full_error(bad.value)
+
+
+def _full_database_error(db_file: Path) -> OperationalError:
+    """The error of an insert into a database that cannot grow (SQLITE_FULL, code 13)."""
+    full = open_database(f"sqlite:///{db_file}")
+    try:
+        with full.engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE filler (x TEXT)")
+            conn.commit()
+            pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+            conn.exec_driver_sql(f"PRAGMA max_page_count={pages}")
+            with pytest.raises(OperationalError) as info:
+                conn.exec_driver_sql(f"INSERT INTO filler VALUES ('{'x' * 100_000}')")
+                conn.commit()
+            conn.rollback()
+    finally:
+        full.close()
+    return info.value
+
+
+def test_a_full_database_is_a_transient_error(db_file: Path) -> None:
+    error = _full_database_error(db_file)
+    assert "database or disk is full" in str(error.orig)
+    assert is_disk_full_error(error) and is_transient_db_error(error)
+    assert is_disk_full_error(error.orig)  # the bare DBAPI error too
+    wrapped = StoreError("write failed")
+    wrapped.__cause__ = error
+    assert is_disk_full_error(wrapped) and is_transient_db_error(wrapped)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_no_space_and_quota_io_errors_are_transient(code: int) -> None:
+    wrapped = StoreError("write failed")
+    wrapped.__cause__ = OSError(code, os.strerror(code))
+    assert is_disk_full_error(wrapped) and is_transient_db_error(wrapped)
+    assert not is_transient_db_error(OSError(errno.EACCES, "Permission denied"))
+
+
+def test_the_daemon_busy_timeout_is_set_on_its_connections(db_file: Path) -> None:
+    with (
+        open_database(f"sqlite:///{db_file}", busy_timeout_ms=1000) as db,
+        db.engine.connect() as conn,
+    ):
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1000
+
+
+def test_a_writable_database_and_folder_have_no_write_problem(db: Database, db_file: Path) -> None:
+    assert database_write_problem(f"sqlite:///{db_file}") is None
+    assert database_write_problem(f"sqlite:///{db_file.parent / 'not-yet.db'}") is None
+    assert database_write_problem("sqlite:///:memory:") is None
+
+
+def test_a_folder_refusing_writes_is_a_write_problem_naming_the_path(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    open_database(f"sqlite:///{folder / 'inboxsort.db'}").close()
+    with refusing_writes(folder) as how:
+        problem = database_write_problem(f"sqlite:///{folder / 'inboxsort.db'}")
+    assert problem is not None, how
+    assert str(folder / "inboxsort.db") in problem[0] and "refuses writes" in problem[0]
+    assert str(folder) in problem[1] and "-wal" in problem[1]

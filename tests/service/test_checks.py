@@ -30,6 +30,7 @@ from inboxsort.service.checks import (
     startup_checks,
 )
 from tests.helpers.checksite import FOLDER_KEYS, healthy_setup, limit_file, make_unwritable
+from tests.helpers.disklimits import refusing_writes
 
 
 @pytest.fixture
@@ -220,6 +221,18 @@ def test_database_at_an_unknown_revision_fails(config: Config, tmp_path: Path) -
     check = check_database(config)
     assert check.status == "FAIL" and "9999" in check.detail and "newer" in check.detail
     assert check.fix == "upgrade inboxsort"
+
+
+def test_read_only_database_fails_with_the_path_and_the_fix(make_config, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    config = load_config(make_config(database_url=f"sqlite:///{state / 'db.sqlite3'}"))
+    open_database(config.database.url).close()
+    with refusing_writes(state) as how:
+        check = check_database(config)
+    assert check.status == "FAIL", (how, check)
+    assert str(state / "db.sqlite3") in check.detail and "not writable" in check.detail
+    assert str(state) in check.fix and "writable" in check.fix
+    assert check_database(config).ok  # writable again
 
 
 # -------------------------------------------------------------------------------- model
