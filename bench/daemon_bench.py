@@ -193,6 +193,22 @@ def e2e(
     return result
 
 
+def flood_run(
+    root: Path, files: list[tuple[Path, str]], count: int, setup: Setup, *, runtime: str
+) -> dict[str, Any]:
+    """`count` images (copies of `files`) dropped at once: rate, peak RSS, exit code."""
+    root.mkdir(parents=True)
+    staged = stage(files, root / "staging", copies=-(-count // len(files)))[:count]
+    daemon = start_daemon(root, max_size=setup[1], workers=setup[0], runtime=runtime)
+    big: dict[str, Any] = {}
+    try:
+        big = flood(daemon, staged)
+        big["rss"] = peak_rss_mb(daemon)
+    finally:
+        big["code"] = daemon.stop()
+    return big
+
+
 def parse_setups(text: str) -> list[Setup]:
     """ "1x32,2x16" → [(1, 32), (2, 16)]: inference workers x largest batch."""
     setups = []
@@ -364,16 +380,7 @@ def main() -> int:
 
     big: dict[str, Any] = {}
     if args.flood:
-        root = work / "flood"
-        root.mkdir(parents=True)
-        copies = -(-args.flood // len(files))
-        staged = stage(files, root / "staging", copies=copies)[: args.flood]
-        daemon = start_daemon(root, max_size=shipped[1], workers=shipped[0], runtime=args.runtime)
-        try:
-            big = flood(daemon, staged)
-            big["rss"] = peak_rss_mb(daemon)
-        finally:
-            big["code"] = daemon.stop()
+        big = flood_run(work / "flood", files, args.flood, shipped, runtime=args.runtime)
         say(
             f"flood        {big['n']} images at once: {big['images_per_s']:.1f} images/s, "
             f"peak RSS {big['rss']:.0f} MB (goal <= 1536 MB; {label(shipped)}); exit code "

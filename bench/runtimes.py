@@ -23,9 +23,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.baselines import images_in, model_only_split, naive, stage  # noqa: E402
+from bench.baselines import images_in, model_only_split, naive  # noqa: E402
 from bench.benchkit import Daemon, offline_env, write_site  # noqa: E402
-from bench.daemon_bench import e2e, flood, peak_rss_mb, start_daemon  # noqa: E402
+from bench.daemon_bench import e2e, flood_run  # noqa: E402
 
 SHIPPED = (2, 16)  # batch.inference_workers, batch.max_size
 # How LiteRT could be driven on this machine: interpreters side by side x images per batch.
@@ -169,15 +169,7 @@ def flood_figures(
     args: argparse.Namespace, files: list[tuple[Path, str]], work: Path, out: list[str]
 ) -> dict[str, Any]:
     """The flood through the LiteRT daemon: its rate and peak memory."""
-    root = work / "flood"
-    root.mkdir(parents=True)
-    staged = stage(files, root / "staging", copies=-(-args.flood // len(files)))[: args.flood]
-    daemon = start_daemon(root, max_size=SHIPPED[1], workers=SHIPPED[0], runtime="litert")
-    try:
-        big = flood(daemon, staged)
-        big["rss"] = peak_rss_mb(daemon)
-    finally:
-        big["code"] = daemon.stop()
+    big = flood_run(work / "flood", files, args.flood, SHIPPED, runtime="litert")
     say(
         f"flood        litert {big['n']} images: {big['images_per_s']:.1f} images/s, peak RSS "
         f"{big['rss']:.0f} MB (goal <= 500 MB); exit code after SIGTERM {big['code']}",

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,6 @@ from inboxsort.files import (
 )
 
 OLD_MTIME_NS = 1_500_000_000_123_456_789
-SHM = Path("/dev/shm")
 
 
 def make_file(path: Path, data: bytes = b"jpeg bytes", mtime_ns: int = OLD_MTIME_NS) -> Path:
@@ -44,20 +40,6 @@ def copy_across(src: Path, dest: Path) -> None:
 
 def temp_leftovers(folder: Path) -> list[Path]:
     return sorted(folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"))
-
-
-@pytest.fixture
-def other_fs(tmp_path: Path) -> Iterator[Path]:
-    """A folder on another filesystem than tmp_path (/dev/shm), removed afterwards."""
-    if not SHM.is_dir() or not os.access(SHM, os.W_OK):
-        pytest.skip("/dev/shm is not available")
-    if SHM.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("/dev/shm is on the same filesystem as tmp_path")
-    folder = Path(tempfile.mkdtemp(prefix="inboxsort-test-", dir=SHM))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

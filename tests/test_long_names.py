@@ -10,9 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -36,24 +33,11 @@ from tests.helpers.filedrows import classified
 
 NAME_MAX = 255
 PID_MAX = 4_194_304  # /proc/sys/kernel/pid_max can go no higher on Linux
-SHM = Path("/dev/shm")
 LONG = "x" * 251 + ".jpg"  # 255 bytes: the longest name a file can have
 
 
 def size(name: str) -> int:
     return len(os.fsencode(name))
-
-
-@pytest.fixture
-def other_fs(tmp_path: Path) -> Iterator[Path]:
-    """A folder on another filesystem than tmp_path (/dev/shm), removed afterwards."""
-    if not SHM.is_dir() or SHM.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("/dev/shm is not another filesystem here")
-    folder = Path(tempfile.mkdtemp(prefix="inboxsort-test-", dir=SHM))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize(
