@@ -133,10 +133,10 @@ def unlink_if(fd: int, name: str, expected: tuple[int, int]) -> bool:
     return True
 
 
-def name_max(fd: int) -> int:
-    """The longest name (bytes) the folder `fd` takes, at most NAME_MAX."""
+def name_max(folder: int | Path) -> int:
+    """The longest name (bytes) a folder (open descriptor or path) takes, at most NAME_MAX."""
     try:
-        limit = os.fpathconf(fd, "PC_NAME_MAX")
+        limit = os.pathconf(folder, "PC_NAME_MAX")  # takes a descriptor as well as a path
     except (OSError, ValueError):
         return NAME_MAX
     return min(limit, NAME_MAX) if limit > 0 else NAME_MAX

@@ -211,19 +211,10 @@ def candidate_names(name: str, *, limit: int = NAME_MAX) -> Iterator[str]:
         yield _fitted(stem, f" ({i})", ext, limit)
 
 
-def folder_name_max(folder: Path) -> int:
-    """The longest name (bytes) files in `folder` may have; NAME_MAX where it cannot be asked."""
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return NAME_MAX
-    return min(limit, NAME_MAX) if limit > 0 else NAME_MAX
-
-
 def free_name(folder: Path, name: str, *, reserved: Iterable[Path] = ()) -> Path:
     """The first candidate name not on disk and not in `reserved` (a hint: moves re-check)."""
     taken = reserved if isinstance(reserved, (set, frozenset)) else set(reserved)
-    for candidate in candidate_names(name, limit=folder_name_max(folder)):
+    for candidate in candidate_names(name, limit=name_max(folder)):
         path = folder / candidate
         if path not in taken and not os.path.lexists(path):
             return path

@@ -105,6 +105,14 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(name)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a database URL names, for a plain SQLite URL; None otherwise or when invalid."""
+    try:
+        return sqlite_file(make_url(url))
+    except ArgumentError:
+        return None
+
+
 def _alembic_config(connection: Connection | None = None) -> Config:
     """Return an Alembic Config for the packaged migrations, independent of the cwd."""
     cfg = Config(str(_ALEMBIC_INI))
@@ -309,10 +317,7 @@ def database_write_problem(url: str) -> tuple[str, str] | None:
     which opening creates; other backends). access() sees read-only mounts and immutable
     files as refused, also for root.
     """
-    try:
-        path = sqlite_file(make_url(url))
-    except ArgumentError:
-        return None
+    path = sqlite_path(url)
     if path is None or not path.parent.is_dir():
         return None
     folder = path.parent

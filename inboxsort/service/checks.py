@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from inboxsort.config import Config
 from inboxsort.errors import InboxsortError
@@ -192,16 +191,6 @@ def check_cpu(*, cpuinfo_path: Path = CPUINFO_PATH, machine: str | None = None) 
     return Check("cpu", True, f"{arch} with {', '.join(have)}")
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The file of a plain sqlite URL, or None."""
-    from inboxsort.db.session import sqlite_file
-
-    try:
-        return sqlite_file(make_url(url))
-    except ArgumentError:
-        return None
-
-
 def check_database(config: Config) -> Check:
     """The database is writable and its schema at the revision this code expects (a missing
     file is created)."""
@@ -212,10 +201,11 @@ def check_database(config: Config) -> Check:
         open_database,
         safe_url,
     )
+    from inboxsort.db.session import sqlite_path
 
     url = config.database.url
     head = head_revision()
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     unwritable = database_write_problem(url)
     if unwritable:  # the daemon would refuse to start (and the CLI could not record anything)
         return Check("database", False, unwritable[0], fix=unwritable[1])

@@ -19,11 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError
-
 from inboxsort.config import Config
-from inboxsort.db.session import sqlite_file
+from inboxsort.db.session import sqlite_path
 from inboxsort.errors import ConfigError
 from inboxsort.files import loggable
 
@@ -40,10 +37,7 @@ _UNSUPPORTED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EI
 def lock_files(config: Config) -> list[tuple[str, Path]]:
     """(what it guards, its lock file) for the database, if it is a file, then the inbox."""
     files: list[tuple[str, Path]] = []
-    try:
-        database = sqlite_file(make_url(config.database.url))
-    except ArgumentError:
-        database = None  # open_database reports the bad URL
+    database = sqlite_path(config.database.url)  # a bad URL: open_database reports it
     if database is not None:
         files.append((f"the database {database}", Path(f"{database}{DATABASE_LOCK_SUFFIX}")))
     inbox = config.paths.inbox
