@@ -116,11 +116,6 @@ def _load_keras(folder: Path, *, version: int, size: int, classes: tuple[str, ..
     return Classifier(model=model, classes=classes, image_size=size, version=version)
 
 
-def planned_runtime(folder: Path, runtime: str) -> str:
-    """The runtime load_classifier will pick for this folder, read from files alone."""
-    return "litert" if refusal(folder, read_card(folder), runtime) is None else "keras"
-
-
 def _outputs(card: dict[str, Any]) -> int:
     return 1 if len(card["classes"]) == 2 else len(card["classes"])
 

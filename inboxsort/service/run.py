@@ -12,7 +12,6 @@ from inboxsort.config import Config
 from inboxsort.db import Database, database_write_problem, open_database
 from inboxsort.db.session import DAEMON_BUSY_TIMEOUT_MS
 from inboxsort.errors import ConfigError, ModelError
-from inboxsort.model.artifact import planned_runtime
 from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.cores import share_cores
 from inboxsort.model.registry import ModelStore
@@ -47,7 +46,7 @@ def prepare(config: Config) -> tuple[Database, ModelStore, Classifier]:
     workers = config.batch.inference_workers
     try:
         active = store.active_version()
-        if planned_runtime(store.folder(active), config.serving.runtime) == "keras":
+        if store.serving(active, config.serving.runtime)[0] == "keras":
             # TensorFlow's pools are fixed by its first op: split them before the model loads.
             # With LiteRT, TensorFlow is never imported here at all.
             share_cores(workers)

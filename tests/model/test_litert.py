@@ -18,8 +18,8 @@ import pytest
 from inboxsort.errors import ModelError
 from inboxsort.files import file_sha256
 from inboxsort.imageio import load_many
-from inboxsort.model.artifact import CARD_FILE, MODEL_FILE, load_classifier, planned_runtime
-from inboxsort.model.litert import AGREEMENT_BOUND, LITERT_FILE, LiteRTNetwork
+from inboxsort.model.artifact import CARD_FILE, MODEL_FILE, load_classifier, read_card
+from inboxsort.model.litert import AGREEMENT_BOUND, LITERT_FILE, LiteRTNetwork, refusal
 from inboxsort.trainer.dataset import discover
 
 ARTIFACT_LOGGER = "inboxsort.model.artifact"
@@ -76,7 +76,7 @@ def test_the_tiny_flatbuffer_agrees_with_keras_on_its_test_split(tiny_model, tin
     assert gate["labels_equal"] == gate["n"]
     assert 0.0 <= gate["max_abs_diff"] <= gate["bound"] == AGREEMENT_BOUND
     assert entry["agrees"] is True
-    assert planned_runtime(tiny_model, "auto") == "litert"
+    assert refusal(tiny_model, read_card(tiny_model), "auto") is None  # it may serve LiteRT
     # Measured again here, outside the code that wrote the card.
     test_pixels = load_many([s.path for s in discover(tiny_data).test], 160).pixels
     ours = load_classifier(tiny_model, version=1).predict_all(test_pixels)
@@ -129,7 +129,9 @@ def test_a_corrupted_flatbuffer_falls_back_to_keras_with_the_sha_reason(tiny_cop
         f"model version 4 serves with Keras: {tiny_copy / LITERT_FILE} does not match the "
         "SHA-256 its card records"
     )
-    assert planned_runtime(tiny_copy, "auto") == "keras"
+    assert refusal(tiny_copy, read_card(tiny_copy), "auto") == (
+        f"{tiny_copy / LITERT_FILE} does not match the SHA-256 its card records"
+    )
 
 
 def test_a_card_whose_gate_failed_falls_back_to_keras(tiny_copy, tiny_card, caplog):
