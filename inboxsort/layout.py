@@ -35,6 +35,14 @@ def placement(
     )
 
 
+def still_filed_as(path: Path, label: str, *, library: Path) -> bool:
+    """Whether a filed image still sits right in library/<label>/: a label the user let stand.
+
+    An image in _review/, in another folder, or moved deeper is not a confirmation of it.
+    """
+    return path.parent == library / label
+
+
 def check_class(label: str, classes: Sequence[str]) -> None:
     """Raise ConfigError (exit 2) naming the allowed classes when `label` is not one of them."""
     if label not in classes:

@@ -21,6 +21,7 @@ from inboxsort.db import Database
 from inboxsort.db.training import confirmed_images
 from inboxsort.errors import ConfigError, ModelError
 from inboxsort.imageio import load_many
+from inboxsort.layout import still_filed_as
 from inboxsort.model.artifact import load_classifier, read_card
 from inboxsort.model.export import Flatbuffer, attach, convert
 from inboxsort.model.registry import ModelStore
@@ -113,8 +114,7 @@ def probe_images(
     kept = [
         (Path(path), sha)
         for path, label, sha in rows
-        # The folder must still say the label (not _review/), and the file must be there.
-        if Path(path).parent == library / label and Path(path).is_file()
+        if still_filed_as(Path(path), label, library=library) and Path(path).is_file()
     ]
     paths = _lowest_hashes(kept, LIBRARY_PROBE_MAX)
     if paths:

@@ -18,6 +18,7 @@ from inboxsort.db import Correction, Database
 from inboxsort.db.queries import images_by_id
 from inboxsort.db.training import confirmed_images
 from inboxsort.files import sha256_or_none
+from inboxsort.layout import still_filed_as
 from inboxsort.trainer.dataset import Sample, discover, hash_fraction
 from inboxsort.trainer.retrain.records import LabelledPath, PlanSummary
 
@@ -178,8 +179,10 @@ def _from_library(
         (
             Item(path, plan.classes.index(label), sha)
             for path, label, sha in rows
-            # The folder must still say the label: _review/ images are not confirmed.
-            if label and sha and sha not in avoid and Path(path).parent == library / label
+            if label
+            and sha
+            and sha not in avoid
+            and still_filed_as(Path(path), label, library=library)
         ),
         key=lambda i: (hash_fraction(i.sha256), i.sha256),
     )
