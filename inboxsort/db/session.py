@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -171,12 +172,29 @@ def _set_sqlite_pragmas(readonly: bool, busy_timeout_ms: int) -> Any:
             cursor.execute("PRAGMA foreign_keys=ON")
             if not readonly:
                 # WAL lets readers (the CLI) run while the daemon writes; NORMAL is safe in WAL.
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _switch_to_wal(cursor, busy_timeout_ms / 1000)
                 cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 
     return on_connect
+
+
+def _switch_to_wal(cursor: Any, patience: float) -> None:
+    """Set journal_mode=WAL, waiting up to `patience` s for a lock another opener holds."""
+    # SQLite answers "database is locked" to this pragma at once, without its busy handler,
+    # while another connection is switching the same fresh file; so wait here instead.
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _engine_url(url: URL, *, readonly: bool) -> URL:

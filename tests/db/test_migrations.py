@@ -148,6 +148,24 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     database.close()
 
 
+def test_open_waits_for_a_writer_instead_of_failing_the_wal_switch(tmp_path: Path) -> None:
+    # A writer holding RESERVED on a fresh rollback-journal file makes SQLite refuse the WAL
+    # switch at once, without its busy handler: the race of two first opens, made certain.
+    path = tmp_path / "fresh.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        database = open_database(f"sqlite:///{path}")
+    finally:
+        release.join()
+        writer.close()
+    assert current_revision(database) == HEAD
+    database.close()
+
+
 # ---- 0002: model_label and model_score; score is the probability of label ------------------
 
 # id: label, score, model_version, corrections as (old_label, new_label, source)
