@@ -30,6 +30,9 @@ STATUS_FAILED = "failed"
 STATUS_DELETED = "deleted"  # the user removed the file from the library
 STATUS_DUPLICATE = "duplicate"  # moved to the duplicates/ folder
 
+ORIGIN_INBOX = "inbox"  # taken from the inbox by the daemon
+ORIGIN_BACKFILL = "backfill"  # classified where it lies by `inboxsort backfill`
+
 SOURCE_MOVE = "move"
 SOURCE_LABEL = "label"
 SOURCE_REVIEW = "review"
@@ -126,6 +129,11 @@ class Image(Base):
     model_label: Mapped[str | None] = mapped_column(String, default=_inserted("label"))
     model_score: Mapped[float | None] = mapped_column(Float, default=_inserted("score"))
     model_version: Mapped[int | None] = mapped_column(Integer)
+    # The node (daemon or command) that made the row; NULL for rows older than revision 0003.
+    node: Mapped[str | None] = mapped_column(String)
+    origin: Mapped[str] = mapped_column(
+        String(16), nullable=False, index=True, default=ORIGIN_INBOX, server_default=ORIGIN_INBOX
+    )
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, index=True, default=STATUS_PENDING
     )
@@ -174,6 +182,7 @@ class Correction(Base):
     old_path: Mapped[str | None] = mapped_column(String)
     new_path: Mapped[str | None] = mapped_column(String)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    node: Mapped[str | None] = mapped_column(String)
     # The model version whose training consumed this correction; NULL = not used yet.
     used_in_version: Mapped[int | None] = mapped_column(Integer)
 

@@ -18,7 +18,7 @@ from inboxsort.db import Base, Database, current_revision, head_revision, open_d
 from inboxsort.db.session import _alembic_config
 from inboxsort.errors import StoreError
 
-HEAD = "0002"
+HEAD = "0003"
 TABLES = {"images", "corrections", "model_versions", "daemon_state"}
 INDEXES = {
     "images": {
@@ -27,6 +27,7 @@ INDEXES = {
         "ix_images_path",
         "ix_images_status",
         "ix_images_device_inode",
+        "ix_images_origin",
     },
     "corrections": {"ix_corrections_image_id"},
 }
@@ -248,3 +249,35 @@ def test_upgrading_an_0001_database_backfills_what_the_model_said(db_file: Path)
     }
     with sqlite3.connect(db_file) as raw:
         assert raw.execute("SELECT count(*) FROM corrections").fetchone() == (5,)
+
+
+# ---- 0003: node and origin ------------------------------------------------------------------
+
+
+def test_upgrading_an_0002_database_marks_old_rows_as_from_the_inbox(db_file: Path) -> None:
+    url = f"sqlite:///{db_file}"
+    old = open_database(url, migrate=False)
+    with old.engine.connect() as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "0002")
+    old.close()
+    with sqlite3.connect(db_file) as raw:
+        raw.execute(
+            "INSERT INTO images (id, original_name, source_path, path, status, received_at) "
+            "VALUES (1, 'a.jpg', '/in/a.jpg', '/lib/cats/a.jpg', 'filed', '2026-11-01 10:00:00')"
+        )
+        raw.execute(
+            "INSERT INTO corrections (image_id, old_label, new_label, source, created_at) "
+            "VALUES (1, 'cats', 'dogs', 'move', '2026-11-01 11:00:00')"
+        )
+    database = open_database(url)
+    with database.engine.connect() as conn:
+        image = conn.exec_driver_sql("SELECT node, origin FROM images").one()
+        correction = conn.exec_driver_sql("SELECT node FROM corrections").one()
+    assert tuple(image) == (None, "inbox") and tuple(correction) == (None,)
+    assert current_revision(database) == HEAD
+    with database.engine.connect() as conn, conn.begin():
+        command.downgrade(_alembic_config(conn), "0002")
+    with database.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("images")}
+    assert "origin" not in columns and "node" not in columns
+    database.close()
