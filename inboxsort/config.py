@@ -129,6 +129,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """`inboxsort web`: where it listens, who may change things, where thumbnails are cached."""
+
+    host: str = "127.0.0.1"
+    port: int = 8470
+    # Required when host is not a loopback address; every state-changing request carries it.
+    token: str = ""
+    read_only: bool = False
+    thumbnails: Path = Path("var/thumbnails")
+    page_size: int = 60
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; built once, passed down explicitly."""
 
@@ -141,6 +154,7 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: Path | None = None
 
 
@@ -184,6 +198,9 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: v in ("auto", "litert", "keras"),
         '"auto", "litert" or "keras"',
     ),
+    ("web", "port"): (lambda v: 1 <= v <= 65535, "a port from 1 to 65535"),
+    ("web", "host"): (lambda v: bool(v.strip()), "an address to listen on"),
+    ("web", "page_size"): (lambda v: 1 <= v <= 500, "an integer from 1 to 500"),
     (
         "logging",
         "level",
@@ -286,6 +303,8 @@ def parse_config(raw: dict[str, Any], *, base: Path, source: Path | None = None)
     sections["paths"] = _resolve_paths(sections.get("paths", PathsConfig()), base)
     database = sections.get("database", DatabaseConfig())
     sections["database"] = dataclasses.replace(database, url=_resolve_db_url(database.url, base))
+    web = sections.get("web", WebConfig())
+    sections["web"] = dataclasses.replace(web, thumbnails=base / web.thumbnails)
     config = Config(**sections, source=source)
     _cross_check(config)
     return config
@@ -298,6 +317,7 @@ def _resolve_paths(paths: PathsConfig, base: Path) -> PathsConfig:
 def _cross_check(config: Config) -> None:
     """Checks that span keys: no two folders alike or nested, a crontab line that parses."""
     _check_folders_apart(config.paths)
+    _check_web(config)
     if config.retrain.cron:
         try:
             from apscheduler.triggers.cron import CronTrigger
@@ -326,6 +346,21 @@ def _check_folders_apart(paths: PathsConfig) -> None:
             else:
                 continue
             raise _fail(f"paths.{later}", str(getattr(paths, later)), expected)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_web(config: Config) -> None:
+    """A web page reachable from elsewhere needs a token; thumbnails stay out of watched folders."""
+    web = config.web
+    if web.host not in LOOPBACK_HOSTS and not web.token:
+        raise _fail("web.token", web.token, f"a token when web.host = {web.host!r} (not loopback)")
+    thumbs = web.thumbnails.resolve()
+    for name in ("inbox", "library", "failed"):
+        folder = getattr(config.paths, name).resolve()
+        if thumbs == folder or folder in thumbs.parents:
+            raise _fail("web.thumbnails", str(web.thumbnails), f"a folder outside paths.{name}")
 
 
 def find_config(explicit: Path | None) -> Path | None:

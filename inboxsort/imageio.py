@@ -269,3 +269,35 @@ def load_many(paths: Sequence[Path], size: int, *, workers: int = 2) -> LoadedIm
         pixels[row] = results[index]
     errors = tuple((i, r) for i, r in enumerate(results) if isinstance(r, str))
     return LoadedImages(pixels, loaded, errors)
+
+
+def thumbnail_jpeg(data: bytes, side: int, *, budget: DecodeBudget = DECODE_BUDGET) -> bytes:
+    """A JPEG no larger than side x side, aspect kept, EXIF orientation applied; BadImage if bad.
+
+    The same checks as decode_image (pixel limit, decode budget, JPEG draft), so a picture the
+    review page shows is decoded the way the model saw it.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise BadImage(f"decompression bomb: {width}x{height} exceeds the limit")
+        if isinstance(image, JpegImagePlugin.JpegImageFile):
+            image.draft("RGB", (side, side))
+        cost = decode_cost(image)
+        if cost > budget.limit:
+            raise BadImage(f"too large to decode: {width}x{height} {image.mode}")
+        with budget.hold(cost):
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            rgb = _to_rgb(image)
+            rgb.thumbnail((side, side), Image.Resampling.BILINEAR)
+            out = io.BytesIO()
+            rgb.save(out, format="JPEG", quality=82)
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise BadImage(_reason(exc, data)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+        raise BadImage(f"cannot decode: {exc}") from None
+    return out.getvalue()

@@ -1,0 +1,1 @@
+"""`inboxsort web`: the review page, model versions, dashboard and /metrics (Starlette)."""
