@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 from inboxsort.config import Config
 from inboxsort.db import open_database
@@ -33,7 +34,22 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None) -
         app = create_app(config, db=db, store=ModelStore(config.paths.models, db))
         mode = " (read-only)" if config.web.read_only else ""
         log.info("serving http://%s:%d/%s", host, port, mode)
-        # uvicorn handles SIGINT and SIGTERM itself: requests in flight finish, then it exits.
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        # uvicorn catches SIGTERM, lets requests in flight finish, then raises the signal again
+        # for the handler it found: ours ends the command with exit 0, as systemd expects.
+        previous = signal.signal(signal.SIGTERM, _stopped)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        except _Stopped:
+            log.info("stopped")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
         db.close()
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived and uvicorn has shut down."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped

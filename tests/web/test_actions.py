@@ -124,7 +124,9 @@ def test_bad_input_is_a_clear_4xx_and_moves_nothing(site: WebSite) -> None:
         unknown_class = client.post(
             f"/api/images/{site.ids['cat1']}/label", json={"label": "birds"}, headers=headers
         )
-        unknown_id = client.post("/api/images/424242/label", json={"label": "dogs"}, headers=headers)
+        unknown_id = client.post(
+            "/api/images/424242/label", json={"label": "dogs"}, headers=headers
+        )
         no_label = client.post(f"/api/images/{site.ids['cat1']}/label", json={}, headers=headers)
         not_json = client.post(
             f"/api/images/{site.ids['cat1']}/label",
@@ -199,7 +201,8 @@ def _register(site: WebSite, *, promoted: bool | None, note: str | None = None) 
             shutil.copyfile(folder / "model.keras", path)
 
     card = read_card(folder)
-    return store.register(Saved(), card, parent=0, activate=False, promoted=promoted, note=note).version
+    info = store.register(Saved(), card, parent=0, activate=False, promoted=promoted, note=note)
+    return info.version
 
 
 def test_models_page_activates_with_confirmation_and_rolls_back(site: WebSite) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 
 from PIL import Image
 
-from inboxsort.db import STATUS_FAILED, Image as Row
+from inboxsort.db import STATUS_FAILED
+from inboxsort.db import Image as Row
 from tests.helpers.filedrows import file_image
 from tests.helpers.imagegen import noise, save
 from tests.web.conftest import WebSite
@@ -100,11 +100,11 @@ def test_thumbnail_is_a_small_jpeg_with_exif_orientation_applied_and_cached(
         cached = list(site.config.web.thumbnails.iterdir())
         assert [p.name for p in cached] == [f"{image_id}-{_sha(site, image_id)}-256.jpg"]
         # Served from the cache: the library file is no longer read.
-        os.chmod(path, 0)
+        path.chmod(0)
         try:
             again = client.get(f"/thumb/{image_id}")
         finally:
-            os.chmod(path, 0o644)
+            path.chmod(0o644)
     assert again.status_code == 200 and again.content == response.content
 
 
