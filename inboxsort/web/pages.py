@@ -152,4 +152,3 @@ def dashboard(request: Request) -> Response:
 def login_form(request: Request) -> Response:
     """The form that asks for web.token and sets the login cookie."""
     return _render(request, "login.html", "login", failed=request.query_params.get("failed"))
-
