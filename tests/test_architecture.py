@@ -113,6 +113,7 @@ def test_layer_checker_reports_each_violation(tmp_path: Path) -> None:
             "service/daemon.py": (
                 "from inboxsort.intake.y import a\nfrom inboxsort.library import x\n"
             ),
+            "web/__init__.py": "",
             "newthing.py": "",
         },
     )
