@@ -129,7 +129,14 @@ function draw(box, xs, ys, label, bars) {
     series: [{}, {label: label, stroke: "#2a6fdb", fill: "rgba(42,111,219,0.25)", width: 2,
       paths: bars ? uPlot.paths.bars({size: [0.8, 40]}) : undefined, points: {show: !!bars}}],
   };
-  if (bars) opts.axes[0] = {values: (u, splits) => splits.map((v) => "v" + v)};
+  if (bars) {
+    // Versions are whole numbers; accuracies sit near 1, so the scale starts a little below
+    // the lowest instead of at 0, where every bar would look the same.
+    const low = Math.max(0, Math.min(...ys) - 0.05);
+    opts.scales.x.range = (u, min, max) => [min - 0.5, max + 0.5];
+    opts.scales.y = {range: () => [low, 1]};
+    opts.axes[0] = {incrs: [1], values: (u, splits) => splits.map((v) => "v" + v)};
+  }
   box.dataset.points = String(ys.filter((y) => y !== null).length);
   new uPlot(opts, [xs, ys], box);
   box.classList.add("drawn");
