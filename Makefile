@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes clean bench-web chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,14 @@ BASE ?= HEAD~1
 bench-compare: install
 	$(BIN)/python bench/compare.py --base $(BASE) --data $(DATA)/validation \
 		| tee bench/results/compare.txt
+
+# The review page over 10,000 filed images, a real `inboxsort web` timed over HTTP (issue 18).
+bench-web: install
+	$(BIN)/python bench/web_review.py --data $(DATA)/validation | tee bench/results/web.txt
+
+# Debian's chromium for the browser tests (tests/web/test_browser.py); .ci/run does this too.
+chromium:
+	.ci/install-chromium
 
 # Weak model → the real daemon files images, a simulated user mv-s the misfiled ones, the
 # scheduled job retrains and the daemon swaps; writes bench/results/learning.txt.
