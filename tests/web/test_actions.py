@@ -271,3 +271,20 @@ def test_send_back_moves_a_failed_file_into_the_inbox_and_keeps_its_history(
     assert row.error is not None and "sent back to the inbox as" in row.error
     assert "cannot decode: broken data stream" in row.error
     assert again.status_code == 409 and filed.status_code == 409
+
+
+def test_the_retrain_job_learns_from_a_page_correction(site: WebSite) -> None:
+    from inboxsort.trainer.retrain.plan import make_plan
+    from inboxsort.trainer.retrain.run import new_corrections
+
+    with site.client() as client:
+        headers = {"X-CSRF-Token": csrf_of(client)}
+        client.post(
+            f"/api/images/{site.ids['cat1']}/label", json={"label": "dogs"}, headers=headers
+        )
+    pool, new = new_corrections(site.db, 0)
+    assert [(c.image_id, c.source) for c in pool] == [(site.ids["cat1"], SOURCE_REVIEW)]
+    assert new == 1
+    plan = make_plan(site.config, site.db, pool, active=0, classes=["cats", "dogs"])
+    taught = [(i.path, i.label) for i in plan.corrections + plan.held_out]
+    assert taught == [(str(site.library / "dogs" / "cat1.jpg"), 1)]

@@ -256,3 +256,15 @@ def test_failed_page_sends_an_image_back(browser: Any, live: Live, tmp_path: Pat
     )
     assert (site.failed / "notes.jpg").is_file()
     page.close()
+
+
+def test_a_missing_chromium_skips_or_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.web.test_browser as here
+
+    monkeypatch.setattr(here, "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.delenv("INBOXSORT_REQUIRE_CHROMIUM", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        _chromium_or_skip()
+    monkeypatch.setenv("INBOXSORT_REQUIRE_CHROMIUM", "1")
+    with pytest.raises(pytest.fail.Exception, match="INBOXSORT_REQUIRE_CHROMIUM=1"):
+        _chromium_or_skip()

@@ -94,3 +94,37 @@ def test_web_config_is_checked(make_config: Callable[..., Path]) -> None:
         with pytest.raises(ConfigError) as err:
             load_config(make_config(f"[web]\n{text}\n", name="bad.toml"))
         assert message in str(err.value), text
+
+
+PROBE = """
+import json, sys
+from starlette.testclient import TestClient
+from inboxsort.config import load_config
+from inboxsort.db import open_database
+from inboxsort.model.registry import ModelStore
+from inboxsort.web.app import create_app
+from pathlib import Path
+config = load_config(Path(sys.argv[1]))
+db = open_database(config.database.url)
+with TestClient(create_app(config, db=db, store=ModelStore(config.paths.models, db))) as c:
+    codes = [c.get(p).status_code for p in ("/review", "/models", "/dashboard", "/metrics")]
+print(json.dumps([codes, [m for m in ("tensorflow", "keras") if m in sys.modules]]))
+"""
+
+
+def test_the_web_process_never_imports_tensorflow(
+    make_config: Callable[..., Path], cli_env: dict[str, str]
+) -> None:
+    # Why its unit can enforce W^X (MemoryDenyWriteExecute), and why it starts in a moment.
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(make_config())],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes, imported = json.loads(done.stdout.splitlines()[-1])
+    assert codes == [200, 200, 200, 200]
+    assert imported == []
