@@ -17,7 +17,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inboxsort.db import DAEMON_STOPPED, Database
-from inboxsort.db.counts import count_by_label, count_by_status, count_corrections
+from inboxsort.db.counts import (
+    count_by_label,
+    count_by_status,
+    count_corrections,
+    received_since,
+)
 from inboxsort.db.heartbeat import read_heartbeat
 from inboxsort.db.review import (
     corrections_by_source,
@@ -82,6 +87,7 @@ def collect(db: Database, store: ModelStore, *, now: dt.datetime) -> dict[str, A
         corrections = count_corrections(session)
         sources = corrections_by_source(session)
         outcomes = retrain_outcomes(session)
+        last_hour = len(received_since(session, now - dt.timedelta(hours=1)))
     return {
         "images": {
             "total": sum(by_status.values()),
@@ -91,6 +97,7 @@ def collect(db: Database, store: ModelStore, *, now: dt.datetime) -> dict[str, A
                 {"status": s, "label": label, "count": n} for s, label, n in sorted(pairs, key=str)
             ],
             "failed_by_reason": dict(sorted(reasons.items())),
+            "received_last_hour": last_hour,
         },
         "corrections": {"total": corrections, "by_source": dict(sorted(sources.items()))},
         "model": {"active_version": active},

@@ -135,5 +135,6 @@ def test_stats_json_endpoint(site: WebSite) -> None:
         stats = client.get("/api/stats").json()
         page = client.get("/dashboard")
     assert stats["images"]["by_label"] == {"cats": 2, "dogs": 2}
+    assert stats["images"]["received_last_hour"] == 4
     assert stats["daemon"]["running"] is False
     assert page.status_code == 200 and 'id="hourly-chart"' in page.text
