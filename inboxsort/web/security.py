@@ -51,8 +51,23 @@ def is_authenticated(request: Request, token: str) -> bool:
     return hmac.compare_digest(cookie.encode(), auth_cookie_value(token).encode())
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def check_host(request: Request, token: str) -> None:
+    """Without a token, refuse (403) a Host that is not loopback: a DNS-rebinding page would
+    otherwise be same-origin with this server, read its CSRF token and post with it."""
+    if token:
+        return
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if name not in LOOPBACK_NAMES:
+        raise Refused(403, f"Host {host!r} refused: without web.token only loopback names serve")
+
+
 def check_access(request: Request, token: str) -> None:
     """Refuse (401) a request without the token, unless its path is open."""
+    check_host(request, token)
     if request.url.path.startswith(OPEN_PREFIXES):
         return
     if not is_authenticated(request, token):

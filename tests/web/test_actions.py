@@ -113,6 +113,12 @@ def test_state_changes_need_the_csrf_token_and_a_same_site_origin(site: WebSite)
     assert missing.status_code == 403 and "missing CSRF token" in missing.json()["error"]
     assert wrong.status_code == 403 and "wrong CSRF token" in wrong.json()["error"]
     assert other_site.status_code == 403 and "another site" in other_site.json()["error"]
+    # DNS rebinding: a page at evil.example resolved to 127.0.0.1 is same-origin with itself.
+    with site.client() as client:
+        rebound = client.get("/review", headers={"Host": "evil.example:8470"})
+        local = client.get("/review", headers={"Host": "localhost:8470"})
+    assert rebound.status_code == 403 and "evil.example:8470" in rebound.text
+    assert local.status_code == 200
     assert form_without.status_code == 403
     assert _files(site.library) == before and corrections(site.db) == []
 

@@ -168,6 +168,23 @@ def test_review_page_click_and_key_correct_images(browser: Any, live: Live, tmp_
     expect(second_tile).to_have_attribute("data-label", flipped, timeout=30000)
     assert _corrections_of(site, second.id) == [(SOURCE_REVIEW, second.label, flipped)]
     assert (site.library / flipped / Path(second.path).name).is_file()
+
+    # Bulk: two of one label selected (space on one, its box on the other), then moved.
+    rest = [r for r in site.rows() if r.id not in (chosen.id, second.id)]
+    source = max(("cats", "dogs"), key=lambda label: sum(r.label == label for r in rest))
+    target = "dogs" if source == "cats" else "cats"
+    first, other_dog = [r for r in rest if r.label == source][:2]
+    page.locator(f'li.tile[data-id="{first.id}"]').focus()
+    page.keyboard.press(" ")
+    page.locator(f'li.tile[data-id="{other_dog.id}"] input.pick').check()
+    expect(page.locator("#selected-count")).to_have_text("2 selected")
+    page.locator(f'button.bulk-label[data-label="{target}"]').click()
+    for row in (first, other_dog):
+        tile = page.locator(f'li.tile[data-id="{row.id}"]')
+        expect(tile).to_have_attribute("data-label", target, timeout=30000)
+        assert _corrections_of(site, row.id) == [(SOURCE_REVIEW, source, target)]
+        assert (site.library / target / Path(row.path).name).is_file()
+    expect(page.locator("#selected-count")).to_have_text("0 selected")
     page.close()
 
 

@@ -106,7 +106,8 @@ from inboxsort.web.app import create_app
 from pathlib import Path
 config = load_config(Path(sys.argv[1]))
 db = open_database(config.database.url)
-with TestClient(create_app(config, db=db, store=ModelStore(config.paths.models, db))) as c:
+app = create_app(config, db=db, store=ModelStore(config.paths.models, db))
+with TestClient(app, base_url="http://127.0.0.1:8470") as c:
     codes = [c.get(p).status_code for p in ("/review", "/models", "/dashboard", "/metrics")]
 print(json.dumps([codes, [m for m in ("tensorflow", "keras") if m in sys.modules]]))
 """
