@@ -7,6 +7,7 @@ named by database id only; their paths come from their rows.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from pathlib import Path
 from typing import Any
 
@@ -218,8 +219,6 @@ async def login(request: Request) -> Response:
     given = fields.get("token")
     if not token:
         return RedirectResponse("/review", status_code=303)
-    import hmac
-
     if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
         return RedirectResponse("/login?failed=1", status_code=303)
     response = RedirectResponse("/review", status_code=303)

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -145,8 +145,3 @@ def create_app(config: Config, *, db: Database, store: ModelStore) -> Starlette:
     )
     app.state.ctx = WebContext(config=config, db=db, store=store, templates=templates)
     return app
-
-
-def plain(text: str, status: int = 200) -> Response:
-    """A text/plain response (the metrics exposition, short answers)."""
-    return PlainTextResponse(text, status_code=status)
