@@ -22,6 +22,7 @@ from inboxsort.config import (
     RetrainConfig,
     TrainConfig,
     WatchConfig,
+    WebConfig,
     find_config,
     load_config,
 )
@@ -48,7 +49,9 @@ def expected_defaults(base: Path) -> Config:
     paths = PathsConfig(
         **{f.name: base / getattr(PathsConfig(), f.name) for f in dataclasses.fields(PathsConfig)}
     )
-    return Config(paths=paths, database=DatabaseConfig(f"sqlite:///{base}/var/inboxsort.db"))
+    database = DatabaseConfig(f"sqlite:///{base}/var/inboxsort.db")
+    web = WebConfig(thumbnails=base / "var" / "thumbnails")
+    return Config(paths=paths, database=database, web=web)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +140,7 @@ def test_config_is_frozen(tmp_path):
 # Errors: each names the key and the value
 # ---------------------------------------------------------------------------------------------
 
-SECTION_LIST = "batch, database, filing, logging, paths, retrain, serving, train, watch"
+SECTION_LIST = "batch, database, filing, logging, paths, retrain, serving, train, watch, web"
 
 BAD_CONFIGS = [
     # unknown section / key, a section that is not a table

@@ -175,3 +175,15 @@ def test_unknown_pages_and_methods(site: WebSite) -> None:
     assert missing.status_code == 404 and "no such page" in missing.text
     assert api_missing.status_code == 404 and api_missing.json()["status"] == 404
     assert wrong.status_code == 405
+
+
+def test_a_filed_file_that_is_no_image_gets_a_422_and_no_cache(site: WebSite) -> None:
+    path = site.library / "cats" / "notes.jpg"
+    path.write_text("not a photo at all\n")
+    image_id = file_image(site.db, path, "cats")
+    with site.client() as client:
+        response = client.get(f"/thumb/{image_id}")
+    assert response.status_code == 422 and "not an image: text" in response.text
+    assert path.read_text() == "not a photo at all\n"
+    cache = site.config.web.thumbnails
+    assert not cache.exists() or not list(cache.iterdir())
