@@ -264,7 +264,11 @@ def relabel_in_flight(session: Session, row: Image, text: str, *, recent: bool =
     if os.path.lexists(row.path):
         return False
     last = latest_correction(session, row.id)
-    if last is None or last.source in (SOURCE_MOVE, SOURCE_REVIEW):
+    if last is None or last.source == SOURCE_MOVE:
+        return False
+    # `review` comes from the library watcher for a file moved out of _review/ (moved already
+    # when recorded, like `move`), and from relabel() for a correction on the web page.
+    if last.source == SOURCE_REVIEW and REVIEW_FOLDER in Path(last.old_path or "").parts:
         return False
     if (last.old_path, last.new_path) != (text, row.path):
         return False

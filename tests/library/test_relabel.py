@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from inboxsort.db import SOURCE_LABEL, SOURCE_MOVE, Correction, Database, Image, utcnow
+from inboxsort.db import (
+    SOURCE_LABEL,
+    SOURCE_MOVE,
+    SOURCE_REVIEW,
+    Correction,
+    Database,
+    Image,
+    utcnow,
+)
 from inboxsort.library.relabel import RELABEL_WINDOW, relabel_in_flight
 from tests.helpers.filedrows import file_image
 
@@ -64,3 +72,20 @@ def test_a_users_move_is_never_a_relabel_in_flight(db: Database, tmp_path: Path)
     image = file_image(db, old, "cats")
     _committed(db, image, new, source=SOURCE_MOVE)
     assert _in_flight(db, image, old) is False
+
+
+def test_a_review_from_the_web_page_is_in_flight_one_out_of_review_is_not(
+    db: Database, tmp_path: Path
+) -> None:
+    # relabel() on the web page records `review` for an image in a class folder: in flight
+    # until moved, as `inboxsort label`'s would be.
+    old, new = tmp_path / "cats" / "a.jpg", tmp_path / "dogs" / "a.jpg"
+    page = file_image(db, old, "cats")
+    _committed(db, page, new, source=SOURCE_REVIEW)
+    assert _in_flight(db, page, old) is True
+    # The library watcher records `review` for a file the user moved out of _review/: already
+    # moved when recorded, so finding it back there is a move of the user's.
+    was, now = tmp_path / "_review" / "b.jpg", tmp_path / "dogs" / "b.jpg"
+    watched = file_image(db, was, "cats")
+    _committed(db, watched, now, source=SOURCE_REVIEW)
+    assert _in_flight(db, watched, was) is False
