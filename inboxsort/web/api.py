@@ -109,8 +109,33 @@ def version_rows(ctx: WebContext) -> list[dict[str, Any]]:
         row = info.to_json()
         gate = (info.metrics or {}).get("gate") or {}
         row["gate"] = gate
+        row["gate_figures"] = gate_figures(gate)
         row["runtime"], row["runtime_why"] = ctx.store.serving(info.version)
         out.append(row)
+    return out
+
+
+def _right(scores: Any) -> str | None:
+    if not isinstance(scores, dict) or not scores.get("n"):
+        return None
+    return f"{scores.get('correct', 0)}/{scores['n']}"
+
+
+def gate_figures(gate: dict[str, Any]) -> list[str]:
+    """The gate's figures in words: each set, the active model's score, then the candidate's."""
+    if not gate:
+        return []
+    active, candidate = gate.get("active") or {}, gate.get("candidate") or {}
+    out = []
+    for key, name in (
+        ("set", f"gate set ({gate.get('set', '?')})"),
+        ("corrections", "held-out corrections"),
+    ):
+        before, after = _right(active.get(key)), _right(candidate.get(key))
+        if before or after:
+            out.append(f"{name}: {before or '—'} right before, {after or '—'} after")
+    if "tolerance" in gate:
+        out.append(f"tolerance {gate['tolerance']}")
     return out
 
 

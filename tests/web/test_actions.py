@@ -214,6 +214,18 @@ def _register(site: WebSite, *, promoted: bool | None, note: str | None = None) 
 def test_models_page_activates_with_confirmation_and_rolls_back(site: WebSite) -> None:
     good = _register(site, promoted=True)
     refused = _register(site, promoted=False, note="accuracy fell 0.05")
+    gate = {
+        "active": {"set": {"n": 20, "correct": 20}, "corrections": {"n": 4, "correct": 0}},
+        "candidate": {"set": {"n": 20, "correct": 19}, "corrections": {"n": 4, "correct": 3}},
+        "set": "held-out confirmed images in /lib",
+        "tolerance": 0.01,
+    }
+    with site.db.begin() as session:
+        from inboxsort.db import ModelVersion
+
+        row = session.get(ModelVersion, refused)
+        assert row is not None
+        row.metrics = {**row.metrics, "gate": gate}
     store = ModelStore(site.config.paths.models, site.db)
     with site.client() as client:
         page = client.get("/models")
@@ -235,6 +247,10 @@ def test_models_page_activates_with_confirmation_and_rolls_back(site: WebSite) -
         back = client.post("/api/models/rollback", json={"confirm": "yes"}, headers=headers)
         listed = client.get("/api/models").json()["versions"]
     assert page.status_code == 200 and "accuracy fell 0.05" in page.text
+    assert (
+        "gate set (held-out confirmed images in /lib): 20/20 right before, 19/20 after" in page.text
+    )
+    assert "held-out corrections: 0/4 right before, 3/4 after" in page.text
     assert unconfirmed.status_code == 400 and "confirm=yes" in unconfirmed.json()["error"]
     assert ok.json() == {"active_version": good}
     assert gate.status_code == 409 and "accuracy fell 0.05" in gate.json()["error"]
