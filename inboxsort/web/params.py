@@ -60,7 +60,11 @@ def _moment(params: Mapping[str, str], key: str) -> dt.datetime | None:
         expected = "expected a date (2026-01-31) or a date and time"
         raise Refused(400, f"{key} = {text!r}: {expected}") from None
     # A date alone or a time without zone: UTC, as the database stores times.
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    moment = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    # `until` a date alone includes that day, as the date field on the page reads.
+    if key == "until" and len(text) == 10:
+        moment += dt.timedelta(days=1)
+    return moment
 
 
 def _flag(params: Mapping[str, str], key: str) -> bool:

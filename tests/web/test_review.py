@@ -9,7 +9,7 @@ from PIL import Image
 
 from inboxsort.db import STATUS_FAILED
 from inboxsort.db import Image as Row
-from tests.helpers.filedrows import file_image
+from tests.helpers.filedrows import file_image, get_image
 from tests.helpers.imagegen import noise, save
 from tests.web.conftest import WebSite
 
@@ -46,12 +46,17 @@ def test_filters_label_score_uncertain_and_review_folder(site: WebSite) -> None:
         review = tiles(client.get("/review?review=1").text)
         model = tiles(client.get("/review?model=5").text)
         today = tiles(client.get("/review?since=2000-01-01&until=2999-01-01").text)
+        day = get_image(site.db, ids["cat1"]).received_at.date().isoformat()
+        this_day = tiles(client.get(f"/review?since={day}&until={day}").text)
+        before = tiles(client.get(f"/review?until={day}T00:00:00").text)
     assert [i for i, _ in cats] == [ids["cat2"], ids["cat1"]]
     assert {i for i, _ in sure} == {ids["cat1"], ids["dog1"]}
     assert [i for i, _ in unsure] == [ids["unsure"], ids["cat2"], ids["dog1"], ids["cat1"]]
     assert [i for i, _ in review] == [ids["unsure"]]
     assert model == []
     assert len(today) == 4
+    # `until` a date alone takes in that whole day; a date and time is the moment itself.
+    assert ids["cat1"] in [i for i, _ in this_day] and before == []
 
 
 def test_pages_and_out_of_range_page(site: WebSite) -> None:
