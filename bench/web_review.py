@@ -157,6 +157,14 @@ def measure(base: str, rounds: int) -> dict[str, object]:
     return out
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM) so far, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -176,6 +184,7 @@ def main() -> int:
             base = f"http://127.0.0.1:{port}"
             wait_up(base)
             figures = measure(base, args.rounds)
+            figures["server_peak_rss_mb"] = peak_rss_mb(server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)

@@ -56,13 +56,18 @@ def _like_prefix(prefix: str) -> str:
 
 def review_page(session: Session, f: ReviewFilter, *, offset: int, limit: int) -> list[Image]:
     """One page of images matching `f`: newest first, or lowest score first when uncertain."""
-    stmt = _filtered(select(Image), f)
+    order: list[Any]
     if f.uncertain:
-        stmt = stmt.where(Image.score.is_not(None)).order_by(Image.score, Image.id.desc())
+        order = [Image.score, Image.id.desc()]
+        ids = _filtered(select(Image.id), f).where(Image.score.is_not(None))
     else:
         # id breaks ties, so pages are stable when many images arrive in the same instant.
-        stmt = stmt.order_by(Image.received_at.desc(), Image.id.desc())
-    return list(session.scalars(stmt.offset(offset).limit(limit)))
+        order = [Image.received_at.desc(), Image.id.desc()]
+        ids = _filtered(select(Image.id), f)
+    # The page's ids first, then their rows: the sort then moves narrow keys instead of
+    # whole rows with their paths (several times faster on a large library).
+    page = ids.order_by(*order).offset(offset).limit(limit).scalar_subquery()
+    return list(session.scalars(select(Image).where(Image.id.in_(page)).order_by(*order)))
 
 
 def review_count(session: Session, f: ReviewFilter) -> int:
@@ -81,15 +86,18 @@ def image_row(session: Session, image_id: int) -> Image | None:
 def filter_choices(session: Session) -> dict[str, list[Any]]:
     """The values the grid's filters can take: labels, model versions, statuses and nodes."""
 
-    def distinct(column: Any) -> list[Any]:
-        stmt = select(column).where(column.is_not(None)).distinct().order_by(column)
-        return list(session.scalars(stmt))
+    # One pass over the table for the unindexed columns: their combinations are few.
+    combos = list(session.execute(select(Image.label, Image.model_version, Image.node).distinct()))
 
+    def values(index: int) -> list[Any]:
+        return sorted({c[index] for c in combos if c[index] is not None})
+
+    statuses = select(Image.status).distinct().order_by(Image.status)
     return {
-        "labels": distinct(Image.label),
-        "models": distinct(Image.model_version),
-        "statuses": distinct(Image.status),
-        "nodes": distinct(Image.node),
+        "labels": values(0),
+        "models": values(1),
+        "statuses": list(session.scalars(statuses)),
+        "nodes": values(2),
     }
 
 
