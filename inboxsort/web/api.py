@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 from starlette.requests import Request
@@ -12,10 +11,11 @@ from starlette.responses import JSONResponse, Response
 
 from inboxsort.db import STATUS_FILED
 from inboxsort.db.counts import received_since
-from inboxsort.db.review import corrections_since, image_row, review_count, review_page
+from inboxsort.db.review import corrections_since, image_row
 from inboxsort.files import display_path
 from inboxsort.web.app import WebContext, context
 from inboxsort.web.metrics import collect, exposition
+from inboxsort.web.pages import page_of
 from inboxsort.web.params import grid_query
 from inboxsort.web.security import Refused
 from inboxsort.web.thumbs import thumbnail
@@ -53,14 +53,8 @@ def images(request: Request) -> Response:
     ctx = context(request)
     library = display_path(ctx.config.paths.library)
     query = grid_query(request.query_params, library=library, status=STATUS_FILED)
-    size = ctx.config.web.page_size
-    with ctx.db.session() as session:
-        total = review_count(session, query.filter)
-        pages = max(1, math.ceil(total / size))
-        if query.page > pages:
-            raise Refused(404, f"page {query.page} does not exist: {total} images make {pages}")
-        rows = review_page(session, query.filter, offset=(query.page - 1) * size, limit=size)
-        out = [{k: _json_value(getattr(r, k)) for k in ROW_KEYS} for r in rows]
+    rows, total, pages, _ = page_of(ctx, query, ctx.config.web.page_size)
+    out = [{k: _json_value(getattr(r, k)) for k in ROW_KEYS} for r in rows]
     return JSONResponse({"total": total, "page": query.page, "pages": pages, "images": out})
 
 

@@ -65,9 +65,11 @@ def _render(request: Request, name: str, nav: str, **values: Any) -> Response:
     return ctx.templates.TemplateResponse(request, name, values)
 
 
-def _page_of(
+def page_of(
     ctx: WebContext, query: GridQuery, size: int
 ) -> tuple[list[Image], int, int, dict[str, list[Any]]]:
+    """One page of the grid (rows detached from the session), the total, the page count and
+    the filter choices; 404 for a page past the last."""
     with ctx.db.session() as session:
         total = review_count(session, query.filter)
         pages = max(1, math.ceil(total / size))
@@ -96,7 +98,7 @@ def review(request: Request) -> Response:
     ctx = context(request)
     library = display_path(ctx.config.paths.library)
     query = grid_query(request.query_params, library=library, status=STATUS_FILED)
-    rows, total, pages, choices = _page_of(ctx, query, ctx.config.web.page_size)
+    rows, total, pages, choices = page_of(ctx, query, ctx.config.web.page_size)
     classes = ctx.classes()
     return _render(
         request,
@@ -120,7 +122,7 @@ def failed(request: Request) -> Response:
     ctx = context(request)
     params = {k: v for k, v in request.query_params.items() if k == "page"}
     query = grid_query(params, library="", status=STATUS_FAILED)
-    rows, total, pages, _ = _page_of(ctx, query, ctx.config.web.page_size)
+    rows, total, pages, _ = page_of(ctx, query, ctx.config.web.page_size)
     return _render(
         request,
         "failed.html",
