@@ -79,6 +79,8 @@ def test_listening_elsewhere_without_a_token_is_refused(
     loopback = make_config("", name="other.toml")
     flag = run_cli("--config", loopback, "web", "--host", "0.0.0.0", "--port", str(free_port()))
     assert flag.returncode == 2 and "needs web.token" in flag.stderr
+    port = run_cli("--config", loopback, "web", "--port", "70000")
+    assert port.returncode == 2 and "'70000': expected a port from 1 to 65535" in port.stderr
 
 
 def test_web_config_is_checked(make_config: Callable[..., Path]) -> None:
