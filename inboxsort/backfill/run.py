@@ -136,7 +136,8 @@ def _classify(
         size = pipeline.image_size(artifact)
         progress = Progress(len(todo), out=out, tty=tty, every=options.every)
         first = writer.tally.done
-        batches = pipeline.results(todo, artifact, size=size, actors=pipeline.actor_count())
+        actors = min(len(todo), pipeline.actor_count())
+        batches = pipeline.results(todo, artifact, size=size, actors=actors)
         for batch in batches:
             writer.write(unpack(batch))
             progress.update(writer.tally.done - first)
