@@ -52,18 +52,22 @@ def site_config(folder: Path) -> tuple[Path, Config]:
     return path, load_config(path)
 
 
-def kill_processes_with(marker: str) -> list[int]:
-    """SIGKILL the processes whose environment holds `marker` (a test's own Ray, left behind)."""
+def kill_processes_in(folder: Path) -> list[int]:
+    """SIGKILL the processes whose working folder is `folder`: a killed run's Ray, left behind.
+
+    Ray's helpers rewrite their command line and environment (their process title), but keep
+    the working folder of the driver that started them; the tests start each run in a folder
+    of their own.
+    """
     killed = []
-    needle = marker.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
+            cwd = (entry / "cwd").resolve(strict=True)
+        except (OSError, RuntimeError):
             continue
-        if needle in environ:
+        if cwd == folder.resolve():
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed.append(int(entry.name))
