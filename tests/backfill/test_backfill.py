@@ -8,18 +8,21 @@ import signal
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inboxsort.backfill.run import Options, backfill
-from inboxsort.config import Config
+from inboxsort.config import Config, load_config
 from inboxsort.db import open_database
+from inboxsort.db.backfill import recorded_at
 from inboxsort.errors import ConfigError
 from inboxsort.imageio import decode_image, read_bytes
 from inboxsort.model.registry import ModelStore
 from tests.backfill.conftest import copy_images, site_config
+from tests.conftest import write_config
 from tests.helpers.daemonkit import files_under, sha256_of, wait_for
 from tests.helpers.imagegen import HTML_BYTES, TEXT_BYTES, noise, random_bytes, save
 
@@ -235,3 +238,43 @@ def test_file_refuses_an_archive_inside_the_library(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="overlap"):
         run(config, inside, file=True)
     assert len(files_under(inside)) == 1
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A database of its own on the local PostgreSQL server, dropped afterwards."""
+    import psycopg
+
+    name = f"inboxsort_backfill_{os.getpid()}"
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {name}")
+        con.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as con:
+            con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_postgresql_records_once_and_a_rerun_skips_all(
+    ray_session: None, tmp_path: Path, postgres_url: str
+) -> None:
+    """The cluster's database: rows land in PostgreSQL; mtimes compare equal on a rerun."""
+    archive = tmp_path / "archive"
+    files = copy_images(archive, cats=10, dogs=10)
+    (archive / "notes.jpg").write_bytes(TEXT_BYTES)
+    config = load_config(write_config(tmp_path, database_url=postgres_url))
+
+    code, out = run(config, archive)
+    assert code == 0 and "20 classified" in out and "1 failed" in out, out
+    code, out = run(config, archive)
+    assert code == 0 and "0 classified" in out and "21 skipped (already on record)" in out, out
+    db = open_database(postgres_url)
+    try:
+        with db.session() as session:
+            found = recorded_at(session, [str(p) for p in files])
+    finally:
+        db.close()
+    assert sorted(found) == sorted(str(p) for p in files)
+    assert {r.status for r in found.values()} == {"classified"}
