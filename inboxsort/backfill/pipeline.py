@@ -15,15 +15,18 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from inboxsort.backfill.scan import Candidate
 from inboxsort.errors import BadImage, ConfigError, ModelError
 from inboxsort.imageio import decode_image
 from inboxsort.model.artifact import CARD_FILE, MODEL_FILE, load_classifier, read_card
 from inboxsort.model.litert import LITERT_FILE
+
+if TYPE_CHECKING:
+    # Only for types: each Ray worker imports this module, and scan brings in the database.
+    from inboxsort.backfill.scan import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,12 @@ def decode_batch(batch: dict[str, np.ndarray], *, size: int) -> dict[str, np.nda
 class Classify:
     """A Ray actor: loads the model once, checked by SHA-256, and labels batches of pixels."""
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, shipped: list[Any]) -> None:
+        import ray
+
+        # `shipped` holds the ObjectRef of the Artifact, which the driver keeps alive for the
+        # whole run, so that an actor restarted after a crash can fetch the model again.
+        artifact: Artifact = ray.get(shipped[0])
         self.node = f"{socket.gethostname()}:{os.getpid()}"
         with tempfile.TemporaryDirectory(prefix="inboxsort-backfill-") as folder:
             for name, data in artifact.files.items():
@@ -132,7 +140,7 @@ def image_size(artifact: Artifact) -> int:
     return int(json.loads(artifact.files[CARD_FILE])["image_size"])
 
 
-def start_ray(address: str | None, *, cpus: int | None = None) -> bool:
+def start_ray(address: str | None, *, cpus: int | None = None, forward_logs: bool = False) -> bool:
     """Start Ray on this machine's cores (no address) or join the cluster at `address`.
 
     False when Ray was already started in this process (a test, a notebook): the caller then
@@ -142,7 +150,9 @@ def start_ray(address: str | None, *, cpus: int | None = None) -> bool:
 
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    # Workers' output stays in Ray's logs, except for a driver run on the cluster (ray://),
+    # whose progress lines are what the user watches.
+    options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": forward_logs}
     try:
         if address is None:
             ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **options)
@@ -186,6 +196,7 @@ def results(
         }
         for c in todo
     ]
+    shipped = ray.put(artifact)
     # Enough blocks for every actor to have work from the start, and small ones, so that a
     # killed actor's batch is all that is done again.
     blocks = max(2 * actors, -(-len(items) // _BLOCK_ROWS))
@@ -203,7 +214,10 @@ def results(
     # any it has already recorded.
     ds = ds.map_batches(
         Classify,
-        fn_constructor_kwargs={"artifact": artifact},
+        # Wrapped in a list: a ref as the argument itself would be fetched by Ray before the
+        # constructor runs and copied into the actor's arguments (and Ray warns that a
+        # restart could lose it).
+        fn_constructor_kwargs={"shipped": [shipped]},
         batch_size=BATCH,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=actors),

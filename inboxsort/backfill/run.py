@@ -13,6 +13,7 @@ from typing import TextIO
 from inboxsort.backfill import pipeline
 from inboxsort.backfill.filing import FilingWriter, check_apart
 from inboxsort.backfill.progress import Progress, summary
+from inboxsort.backfill.remote import backfill_through_client, is_client_address
 from inboxsort.backfill.scan import Candidate, check_roots, unrecorded, walk
 from inboxsort.backfill.writer import Result, Writer, unpack
 from inboxsort.config import Config
@@ -90,6 +91,8 @@ def _writer(
 
 def backfill(config: Config, options: Options, *, out: TextIO, tty: bool) -> int:
     """Run one backfill; the exit code (130 when interrupted, after committing what was done)."""
+    if is_client_address(options.address):
+        return backfill_through_client(config, options, out=out)
     roots = check_roots(options.roots)
     if options.file:
         check_apart(roots, config.paths)
