@@ -81,7 +81,7 @@ bench-runtimes: install
 # Backfill through Ray against the daemon end to end on the same images, Ray's start-up, and
 # the one writer's rows/s; writes bench/results/backfill.txt and .json.
 bench-backfill: install
-	$(BIN)/python bench/backfill.py --data $(DATA)/validation
+	$(BIN)/python bench/backfill.py --data $(DATA)/validation --large 5000
 
 # The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
 BASE ?= HEAD~1

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.baselines import images_in  # noqa: E402
 from bench.benchkit import write_site  # noqa: E402
-from bench.daemon_bench import e2e  # noqa: E402
+from bench.daemon_bench import e2e, flood_run  # noqa: E402
 
 SHIPPED = (2, 16)  # the daemon as shipped: batch.inference_workers x batch.max_size
 POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -44,22 +44,32 @@ def say(line: str, out: list[str]) -> None:
     out.append(line)
 
 
-def archive_of(files: list[tuple[Path, str]], root: Path) -> Path:
-    """The images copied (mtime kept) into root/archive/<class>/."""
+def archive_of(files: list[tuple[Path, str]], root: Path, *, count: int = 0) -> Path:
+    """The images copied (mtime kept) into root/archive/<class>/, or `count` of them in as
+    many copies of the set as that takes (root/archive/copy<N>/<class>/)."""
     archive = root / "archive"
-    for path, label in files:
-        (archive / label).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, archive / label / path.name)
+    copies = -(-count // len(files)) if count else 1
+    done = 0
+    for copy in range(copies):
+        for path, label in files:
+            if count and done == count:
+                return archive
+            folder = archive / (f"copy{copy}" if count else "") / label
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, folder / path.name)
+            done += 1
     return archive
 
 
-def backfill_round(files: list[tuple[Path, str]], root: Path, ray_seconds: float) -> dict[str, Any]:
+def backfill_round(
+    files: list[tuple[Path, str]], root: Path, ray_seconds: float, *, count: int = 0
+) -> dict[str, Any]:
     """One backfill over a fresh archive and database, Ray already running."""
     from inboxsort.backfill.run import Options, backfill
     from inboxsort.config import load_config
 
     root.mkdir(parents=True)
-    archive = archive_of(files, root)
+    archive = archive_of(files, root, count=count)
     config = load_config(write_site(root, logging={"level": "WARNING"}))
     out = io.StringIO()
     start = time.time()
@@ -205,6 +215,9 @@ def measure(args: argparse.Namespace, work: Path, out: list[str]) -> dict[str, A
         f"are up {steady:.1f} / {d:.1f} = {steady / d:.2f}",
         out,
     )
+    large: dict[str, Any] = {}
+    if args.large:
+        large = large_round(args, files, work, out)
     sqlite_rate = writer_rate(f"sqlite:///{work / 'writer.db'}")
     pg_rate = postgres_writer_rate()
     pg_text = f"{pg_rate:.0f} rows/s" if pg_rate else "not reachable"
@@ -219,7 +232,37 @@ def measure(args: argparse.Namespace, work: Path, out: list[str]) -> dict[str, A
         "backfill": [{k: v for k, v in r.items() if k != "labels"} for r in back],
         "labels_equal": same,
         "ratio_median": b / d,
+        "large": large,
         "writer_rows_per_s": {"sqlite": sqlite_rate, "postgresql": pg_rate},
+    }
+
+
+def large_round(
+    args: argparse.Namespace, files: list[tuple[Path, str]], work: Path, out: list[str]
+) -> dict[str, Any]:
+    """`--large N` images (copies of the set): the daemon's flood, then the backfill command as
+    a user runs it, Ray's start-up included."""
+    import ray
+
+    daemon = flood_run(work / "daemon-large", files, args.large, SHIPPED, runtime="litert")
+    ray_seconds = ray_start_seconds()
+    try:
+        back = backfill_round(files, work / "backfill-large", ray_seconds, count=args.large)
+    finally:
+        ray.shutdown()
+    whole = back["with_ray_start_images_per_s"]
+    say(
+        f"large        {args.large} images: daemon {daemon['images_per_s']:.1f} images/s; "
+        f"backfill {whole:.1f} images/s with Ray's start-up ({ray_seconds:.1f} s) and the "
+        f"actors' ({back['first_batch_s']:.1f} s), then {back['steady_images_per_s']:.1f}; "
+        f"ratio {whole / daemon['images_per_s']:.2f} (goal >= 0.7)",
+        out,
+    )
+    return {
+        "n": args.large,
+        "daemon": {k: v for k, v in daemon.items() if k != "labels"},
+        "backfill": {k: v for k, v in back.items() if k != "labels"},
+        "ratio": whole / daemon["images_per_s"],
     }
 
 
@@ -227,6 +270,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="validation/ with class folders")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--large", type=int, default=0, help="then one round at this many images (copies)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "backfill.txt")
     args = parser.parse_args()
     out: list[str] = []

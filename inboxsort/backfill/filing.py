@@ -22,6 +22,7 @@ from inboxsort.db.backfill import mtime_moment
 from inboxsort.db.schema import ORIGIN_BACKFILL
 from inboxsort.errors import ConfigError
 from inboxsort.intake.filing import Filer
+from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Claim, Decoded
 from inboxsort.intake.recovery import recover
 
@@ -42,6 +43,17 @@ def check_apart(roots: Sequence[Path], paths: PathsConfig) -> None:
                     f"backfill --file: {root} and paths.{key} ({folder}) overlap; "
                     "files would be filed into the folder they are taken from"
                 )
+
+
+def recover_moves(db: Database, roots: Iterable[Path], paths: PathsConfig) -> None:
+    """Finish the moves a killed `--file` run left half done under each of `roots`.
+
+    Before the scan: a file left under both names (archive and library) loses its archive
+    name here, so that the scan does not take it for a file still to do.
+    """
+    ledger = Ledger(db)
+    for root in roots:
+        recover(ledger, dataclasses.replace(paths, inbox=root), origin=ORIGIN_BACKFILL)
 
 
 class FilingWriter(Writer):
@@ -65,11 +77,9 @@ class FilingWriter(Writer):
             for root in roots
         }
         self.left = 0  # files still in the archive after every attempt
-
-    def recover(self, roots: Iterable[Path], paths: PathsConfig) -> None:
-        """Finish the moves a killed `--file` run left half done under each of `roots`."""
-        for root in roots:
-            recover(self.ledger, dataclasses.replace(paths, inbox=root), origin=ORIGIN_BACKFILL)
+        # A filed file's row no longer names its archive path, so the transaction's check
+        # cannot see a batch come back twice: this run remembers what it filed.
+        self._seen: set[str] = set()
 
     def _decoded(self, result: Result) -> Decoded:
         candidate = self.candidates[result.path]
@@ -99,6 +109,10 @@ class FilingWriter(Writer):
         """File one batch, folder by folder; a file that cannot be filed now stays where it is."""
         by_root: dict[Path, list[Decoded]] = {}
         for result in self.fresh(results):
+            if result.path in self._seen:
+                self.tally.repeated += 1
+                continue
+            self._seen.add(result.path)
             item = self._decoded(result)
             by_root.setdefault(self.candidates[result.path].root, []).append(item)
         for root, items in by_root.items():

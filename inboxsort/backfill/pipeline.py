@@ -155,7 +155,13 @@ def start_ray(address: str | None, *, cpus: int | None = None, forward_logs: boo
     options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": forward_logs}
     try:
         if address is None:
-            ray.init(num_cpus=cpus or os.cpu_count(), include_dashboard=False, **options)
+            # "local": a Ray of its own, even where `ray start` left a cluster running here.
+            ray.init(
+                address="local",
+                num_cpus=cpus or os.cpu_count(),
+                include_dashboard=False,
+                **options,
+            )
         else:
             ray.init(address=address, **options)
     except (ConnectionError, RuntimeError, ValueError) as exc:

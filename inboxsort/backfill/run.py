@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from inboxsort.backfill import pipeline
-from inboxsort.backfill.filing import FilingWriter, check_apart
+from inboxsort.backfill.filing import FilingWriter, check_apart, recover_moves
 from inboxsort.backfill.progress import Progress, summary
 from inboxsort.backfill.remote import backfill_through_client, is_client_address
 from inboxsort.backfill.scan import Candidate, check_roots, unrecorded, walk
@@ -78,15 +78,11 @@ def _dry_run(out: TextIO, todo: list[Candidate], skipped: int, artifact: pipelin
     return 0
 
 
-def _writer(
-    config: Config, db: Database, roots: list[Path], todo: list[Candidate], options: Options
-) -> Writer:
-    """The plain writer, or with --file the daemon's filing (after recovering a killed run)."""
+def _writer(config: Config, db: Database, todo: list[Candidate], options: Options) -> Writer:
+    """The plain writer, or with --file the daemon's filing."""
     if not options.file:
         return Writer(db)
-    writer = FilingWriter(db, paths=config.paths, filing=config.filing, candidates=todo)
-    writer.recover(roots, config.paths)
-    return writer
+    return FilingWriter(db, paths=config.paths, filing=config.filing, candidates=todo)
 
 
 def backfill(config: Config, options: Options, *, out: TextIO, tty: bool) -> int:
@@ -100,10 +96,12 @@ def backfill(config: Config, options: Options, *, out: TextIO, tty: bool) -> int
     db = open_database(config.database.url)
     try:
         artifact = _model(config, db)
+        if options.file and not options.dry_run:
+            recover_moves(db, roots, config.paths)
         todo, skipped = unrecorded(db, walk(roots, config.watch.ignore))
         if options.dry_run:
             return _dry_run(out, todo, skipped, artifact)
-        writer = _writer(config, db, roots, todo, options)
+        writer = _writer(config, db, todo, options)
         writer.tally.skipped = skipped
         writer.write([_unreadable(c) for c in todo if c.problem])
         readable = [c for c in todo if not c.problem]

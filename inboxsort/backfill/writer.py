@@ -116,12 +116,10 @@ class Writer:
         self.db = db
         self.ledger = ledger or Ledger(db)
         self.tally = Tally()
-        self._seen: set[str] = set()
 
     def fresh(self, results: list[Result]) -> list[Result]:
-        """Results not yet seen in this run (Ray may deliver a retried batch twice)."""
-        out = [r for r in results if r.path not in self._seen]
-        self._seen.update(r.path for r in out)
+        """The results of a batch, each file once (a batch run again may come back twice)."""
+        out = list({r.path: r for r in results}.values())
         self.tally.repeated += len(results) - len(out)
         return out
 

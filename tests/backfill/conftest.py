@@ -25,6 +25,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # never a cluster someone started on this machine
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=256 * 1024 * 1024,

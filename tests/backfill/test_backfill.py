@@ -16,10 +16,12 @@ import pytest
 
 from inboxsort.backfill.run import Options, backfill
 from inboxsort.config import Config, load_config
-from inboxsort.db import open_database
+from inboxsort.db import STATUS_FILED, open_database, utcnow
 from inboxsort.db.backfill import recorded_at
+from inboxsort.db.schema import ORIGIN_BACKFILL, ORIGIN_INBOX
 from inboxsort.errors import ConfigError
 from inboxsort.imageio import decode_image, read_bytes
+from inboxsort.intake.ledger import Entry, Ledger
 from inboxsort.model.registry import ModelStore
 from tests.backfill.conftest import copy_images, site_config
 from tests.conftest import write_config
@@ -278,3 +280,54 @@ def test_postgresql_records_once_and_a_rerun_skips_all(
         db.close()
     assert sorted(found) == sorted(str(p) for p in files)
     assert {r.status for r in found.values()} == {"classified"}
+
+
+def test_file_finishes_the_moves_a_killed_run_left(ray_session: None, tmp_path: Path) -> None:
+    """--file after kill -9: a move not begun is made, one half done is completed; the
+    daemon's own pending rows are not the backfill's to touch."""
+    archive = tmp_path / "archive"
+    waiting, linked = copy_images(archive, cats=1, dogs=1)
+    _, config = site_config(tmp_path)
+    library = config.paths.library
+    (library / "dogs").mkdir(parents=True)
+    os.link(linked, library / "dogs" / linked.name)  # killed between link and unlink
+    daemon_file = config.paths.inbox / "inbox.jpg"
+    daemon_file.parent.mkdir(parents=True)
+    daemon_file.write_bytes(waiting.read_bytes())
+    db = open_database(config.database.url)
+    try:
+        entries = [
+            Entry(
+                p,
+                dest,
+                STATUS_FILED,
+                sha256_of(p),
+                p.stat().st_size,
+                None,
+                None,
+                utcnow(),
+                origin=origin,
+            )
+            for p, dest, origin in (
+                (waiting, library / "cats" / waiting.name, ORIGIN_BACKFILL),
+                (linked, library / "dogs" / linked.name, ORIGIN_BACKFILL),
+                (daemon_file, library / "cats" / "inbox.jpg", ORIGIN_INBOX),
+            )
+        ]
+        Ledger(db).plan(entries)
+    finally:
+        db.close()
+
+    code, out = run(config, archive, file=True)
+    assert code == 0, out
+    assert files_under(archive) == []
+    assert sorted(p.name for p in files_under(library)) == sorted([waiting.name, linked.name])
+    recorded = rows(config)
+    assert len(recorded) == 3
+    by_path = {r[0]: r for r in recorded}
+    assert by_path[str(library / "dogs" / linked.name)][1] == "filed"
+    refiled = next(r for r in recorded if r[0].endswith(waiting.name))
+    assert refiled[1] == "filed" and Path(refiled[0]) == library / str(refiled[2]) / waiting.name
+    assert sha256_of(Path(refiled[0])) == sha256_of(daemon_file)  # the same bytes, moved
+    assert by_path[str(daemon_file)][1] == "pending"  # the daemon recovers its own
+    assert daemon_file.exists()
