@@ -146,8 +146,12 @@ def start_ray(address: str | None, *, cpus: int | None = None, forward_logs: boo
     False when Ray was already started in this process (a test, a notebook): the caller then
     leaves it running.
     """
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "backfill needs Ray Data, which is not installed: pip install 'inboxsort[cluster]'"
+        ) from None
     if ray.is_initialized():
         return False
     # Workers' output stays in Ray's logs, except for a driver run on the cluster (ray://),

@@ -36,11 +36,11 @@ def _driver(config: Config, options: Options) -> int:
 
 def backfill_through_client(config: Config, options: Options, *, out: TextIO) -> int:
     """Connect through Ray Client and run the backfill's driver on the cluster."""
-    import ray
-
     from inboxsort.backfill.pipeline import start_ray
 
     own = start_ray(options.address, forward_logs=True)
+    import ray
+
     try:
         # No CPU reserved: the driver waits on the pool and writes rows, as a local one does.
         task: Any = ray.remote(num_cpus=0, max_retries=0)(_driver)

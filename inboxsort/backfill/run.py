@@ -130,9 +130,9 @@ def _classify(
     """Run the Ray pipeline over `todo`, recording each batch as it comes back."""
     if not todo:
         return
+    own = pipeline.start_ray(options.address)
     import ray
 
-    own = pipeline.start_ray(options.address)
     try:
         size = pipeline.image_size(artifact)
         progress = Progress(len(todo), out=out, tty=tty, every=options.every)
