@@ -66,12 +66,15 @@ def _model(config: Config, db: Database) -> pipeline.Artifact:
     return pipeline.read_artifact(store.folder(version), version=version, runtime=runtime)
 
 
-def _dry_run(out: TextIO, todo: list[Candidate], skipped: int, artifact: pipeline.Artifact) -> int:
+def _dry_run(
+    out: TextIO, todo: list[Candidate], skipped: int, artifact: pipeline.Artifact, *, file: bool
+) -> int:
     bad = Counter(c.problem for c in todo if c.problem)
+    where = "and file them into the library" if file else "leaving them where they are"
     out.write(
         f"backfill --dry-run: would classify {len(todo) - sum(bad.values())} file(s) with model "
-        f"version {artifact.version} ({artifact.runtime}); {skipped} skipped (already on "
-        f"record); {sum(bad.values())} would be recorded as failed without being read\n"
+        f"version {artifact.version} ({artifact.runtime}), {where}; {skipped} skipped (already "
+        f"on record); {sum(bad.values())} would be recorded as failed without being read\n"
     )
     for reason, n in bad.most_common():
         out.write(f"  {n} × {reason}\n")
@@ -100,7 +103,7 @@ def backfill(config: Config, options: Options, *, out: TextIO, tty: bool) -> int
             recover_moves(db, roots, config.paths)
         todo, skipped = unrecorded(db, walk(roots, config.watch.ignore))
         if options.dry_run:
-            return _dry_run(out, todo, skipped, artifact)
+            return _dry_run(out, todo, skipped, artifact, file=options.file)
         writer = _writer(config, db, todo, options)
         writer.tally.skipped = skipped
         writer.write([_unreadable(c) for c in todo if c.problem])

@@ -20,7 +20,7 @@ def add_commands(sub: Any) -> None:
     cmd.add_argument(
         "--ray-address",
         metavar="ADDRESS",
-        help="join a Ray cluster: auto, or ray://HOST:PORT (default: start Ray on this machine)",
+        help="join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray)",
     )
     cmd.add_argument(
         "--file",

@@ -74,7 +74,7 @@ def test_labels_match_the_daemon_and_a_rerun_adds_nothing(
     _, config = site_config(tmp_path)
 
     code, out = run(config, archive, dry_run=True)
-    assert code == 0 and "would classify 200 file(s) with model version 0 (litert)" in out
+    assert code == 0 and "would classify 200 file(s) with model version 0 (litert), leaving" in out
     assert rows(config) == []
 
     code, out = run(config, archive)
