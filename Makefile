@@ -17,12 +17,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes clean bench-web chromium
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill clean bench-web chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,web,web-test]'
+	$(BIN)/pip install --quiet -e '.[dev,web,web-test,cluster]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -77,6 +77,11 @@ bench-daemon: install
 # LiteRT against Keras in one run: agreement, model-only, end to end, start-up, memory.
 bench-runtimes: install
 	$(BIN)/python bench/runtimes.py --data $(DATA)/validation
+
+# Backfill through Ray against the daemon end to end on the same images, Ray's start-up, and
+# the one writer's rows/s; writes bench/results/backfill.txt and .json.
+bench-backfill: install
+	$(BIN)/python bench/backfill.py --data $(DATA)/validation --large 5000
 
 # The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
 BASE ?= HEAD~1

@@ -132,7 +132,7 @@ def test_layer_checker_reports_each_violation(tmp_path: Path) -> None:
     ]
     assert missing_layer_members(package_dir) == [
         f"LAYERS names inboxsort.{member}, which does not exist: rename or remove it"
-        for member in ("dirfd", "imageio", "layout", "own_filings", "backoff")
+        for member in ("backfill", "dirfd", "imageio", "layout", "own_filings", "backoff")
     ]
 
 

@@ -37,7 +37,7 @@ def _quiet_tensorflow() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command."""
-    from inboxsort.cli import doctor, labels, learn, models, ops, query, stats, web
+    from inboxsort.cli import backfill, doctor, labels, learn, models, ops, query, stats, web
 
     parser = argparse.ArgumentParser(
         prog="inboxsort", description="Sort images dropped into an inbox folder by class."
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_commands(sub)
     doctor.add_commands(sub)
     web.add_commands(sub)
+    backfill.add_commands(sub)
     return parser
 
 

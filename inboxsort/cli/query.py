@@ -46,7 +46,7 @@ def add_commands(sub: Any) -> None:
     query = sub.add_parser("query", help="list recorded images matching filters")
     # Values are validated by parse_query, not argparse: one clear line per mistake, exit 2.
     query.add_argument("--label", help="predicted (or corrected) label")
-    query.add_argument("--status", help="pending, filed, failed, deleted or duplicate")
+    query.add_argument("--status", help="pending, filed, failed, deleted, duplicate or classified")
     query.add_argument("--since", help=f"received at or after: {TIME_HELP}")
     query.add_argument("--until", help=f"received before (a date: to its end): {TIME_HELP}")
     query.add_argument("--model", metavar="VERSION", help="classified by this model version")
@@ -120,6 +120,7 @@ def parse_query(
         schema.STATUS_FAILED,
         schema.STATUS_DELETED,
         schema.STATUS_DUPLICATE,
+        schema.STATUS_CLASSIFIED,
     )
     if status is not None and status not in statuses:
         raise _bad("--status", status, "one of " + ", ".join(statuses))

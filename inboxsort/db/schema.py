@@ -29,6 +29,8 @@ STATUS_FILED = "filed"
 STATUS_FAILED = "failed"
 STATUS_DELETED = "deleted"  # the user removed the file from the library
 STATUS_DUPLICATE = "duplicate"  # moved to the duplicates/ folder
+# Classified where it lies by `inboxsort backfill` (without --file): never moved.
+STATUS_CLASSIFIED = "classified"
 
 ORIGIN_INBOX = "inbox"  # taken from the inbox by the daemon
 ORIGIN_BACKFILL = "backfill"  # classified where it lies by `inboxsort backfill`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from inboxsort.config import FilingConfig, PathsConfig
 from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED
+from inboxsort.db.schema import ORIGIN_INBOX
 from inboxsort.dirfd import PathChanged, SourceChanged, lexists_under
 from inboxsort.files import display_path, free_name, loggable, move_no_clobber, sync_folders
 from inboxsort.intake.ledger import Entry, Ledger, PlannedMove
@@ -55,11 +57,14 @@ class Filer:
         ledger: Ledger,
         *,
         own: OwnFilings | None = None,
+        origin: str = ORIGIN_INBOX,
     ) -> None:
         self.paths = paths
         self.filing = filing
         self.ledger = ledger
         self.own = own
+        # `paths.inbox` is the folder files are taken from: the inbox, or a backfilled archive.
+        self.origin = origin
 
     def _folder(self, item: Decoded, filed: dict[str, int]) -> tuple[Path, str, int | None]:
         if not item.ok or item.label is None:
@@ -94,7 +99,8 @@ class Filer:
             folder, status, original = self._folder(item, filed)
             dest = free_name(folder, display_path(Path(item.claim.path.name)), reserved=reserved)
             reserved.add(dest)
-            entries.append(entry_for(item, dest, status=status, duplicate_of=original))
+            entry = entry_for(item, dest, status=status, duplicate_of=original)
+            entries.append(dataclasses.replace(entry, origin=self.origin))
             chosen[item.claim.path] = item
             if original is not None:
                 copies.add(item.claim.path)
@@ -219,6 +225,7 @@ def entry_for(item: Decoded, dest: Path, *, status: str, duplicate_of: int | Non
         model_version=item.model_version,
         error=item.error,
         duplicate_of=duplicate_of,
+        node=item.node,
     )
 
 

@@ -26,6 +26,7 @@ from inboxsort.db import STATUS_DELETED, STATUS_FILED, STATUS_PENDING, Database,
 from inboxsort.db.heartbeat import write_heartbeat
 from inboxsort.db.queries import images_by_id, oldest_by_sha256, pending_by_sources
 from inboxsort.db.retry import retry_locked
+from inboxsort.db.schema import ORIGIN_INBOX
 from inboxsort.db.session import describe_db_error
 from inboxsort.errors import StoreError
 from inboxsort.files import display_path
@@ -65,6 +66,9 @@ class Entry:
     model_version: int | None = None
     error: str | None = None
     duplicate_of: int | None = None
+    # Who made the row and how the file came: `inboxsort backfill --file` files with this too.
+    origin: str = ORIGIN_INBOX
+    node: str | None = None
 
 
 class Ledger:
@@ -146,6 +150,7 @@ class Ledger:
                     row.model_label, row.model_score = e.label, e.score
                     row.classified_at = utcnow() if e.label is not None else None
                     row.error, row.duplicate_of = e.error, e.duplicate_of
+                    row.origin, row.node = e.origin, e.node
                     rows.append(row)
                 session.flush()
                 return [

@@ -64,6 +64,8 @@ class Decoded:
     label: str | None = None
     score: float | None = None
     model_version: int | None = None
+    # The node that classified it, when not this process (a backfill's Ray actor).
+    node: str | None = None
 
     @property
     def ok(self) -> bool:

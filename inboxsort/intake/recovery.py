@@ -22,6 +22,7 @@ from inboxsort.db import (
     utcnow,
 )
 from inboxsort.db.queries import pending_images
+from inboxsort.db.schema import ORIGIN_INBOX
 from inboxsort.dirfd import (
     PathChanged,
     folder_fd,
@@ -55,8 +56,12 @@ class RecoveryReport:
         return any((self.completed, self.requeued, self.missing, self.temp_removed))
 
 
-def recover(ledger: Ledger, paths: PathsConfig) -> RecoveryReport:
-    """Reconcile rows a crash left pending with the disk, and remove the daemon's half copies."""
+def recover(ledger: Ledger, paths: PathsConfig, *, origin: str = ORIGIN_INBOX) -> RecoveryReport:
+    """Reconcile rows a crash left pending with the disk, and remove the daemon's half copies.
+
+    Only rows of `origin` are looked at: a backfill's rows (`inboxsort backfill --file`) are
+    recovered by the backfill, one archive folder (`paths.inbox`) at a time.
+    """
     counts = {"completed": 0, "requeued": 0, "missing": 0}
     temps = 0
 
@@ -66,7 +71,7 @@ def recover(ledger: Ledger, paths: PathsConfig) -> RecoveryReport:
             counts[key] = 0  # a retry after a locked database starts over
         now = utcnow()
         with ledger.db.begin() as session:
-            rows = pending_images(session)
+            rows = [r for r in pending_images(session) if _recovers(r, paths, origin)]
             # Before the rows: _recover_row clears the dest_path that names each temp file.
             temps += _remove_own_temps([Path(r.dest_path) for r in rows if r.dest_path], paths)
             for row in rows:
@@ -84,6 +89,12 @@ def recover(ledger: Ledger, paths: PathsConfig) -> RecoveryReport:
             report.temp_removed,
         )
     return report
+
+
+def _recovers(row: Image, paths: PathsConfig, origin: str) -> bool:
+    if row.origin != origin:
+        return False
+    return origin == ORIGIN_INBOX or Path(row.source_path).is_relative_to(paths.inbox)
 
 
 def _root_of(path: Path, paths: PathsConfig) -> Path | None:

@@ -72,22 +72,22 @@ def read_card(folder: Path) -> dict[str, Any]:
 
 
 def load_classifier(
-    folder: Path, *, version: int, runtime: str = "auto", workers: int = 1
+    folder: Path, *, version: int, runtime: str = "auto", workers: int = 1, threads: int = 0
 ) -> Classifier:
     """Load a model folder for serving: its LiteRT flatbuffer where it may, else Keras.
 
     `runtime` is serving.runtime: "auto" and "litert" serve the flatbuffer when its card says
     it passed the agreement gate and its SHA-256 still matches; otherwise the version serves
-    with Keras and the log says why. `workers` is how many threads will call it at once.
+    with Keras and the log says why. `workers` is how many threads will call it at once;
+    `threads` (0: this process's cores shared among the workers) is LiteRT's per worker.
     """
     card = read_card(folder)
     size, classes = int(card["image_size"]), tuple(card["classes"])
     why = refusal(folder, card, runtime)
     if why is None:
         cores = len(os.sched_getaffinity(0))
-        network = LiteRTNetwork(
-            folder / LITERT_FILE, copies=workers, threads=max(1, cores // max(1, workers))
-        )
+        threads = threads or max(1, cores // max(1, workers))
+        network = LiteRTNetwork(folder / LITERT_FILE, copies=workers, threads=threads)
         _check_shape(folder, network, _outputs(card), size, classes)
         return Classifier(network, classes, size, version, runtime="litert")
     if runtime != "keras":

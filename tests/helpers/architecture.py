@@ -33,7 +33,7 @@ class Layer:
 # package root `inboxsort` itself (it holds `__version__`).
 LAYERS: tuple[Layer, ...] = (
     Layer("entry", ("cli", "__main__")),
-    Layer("service", ("service", "web")),
+    Layer("service", ("service", "backfill", "web")),
     Layer("flows", ("intake", "library", "trainer"), independent=True),
     Layer("model", ("model",)),
     Layer("db", ("db",)),
