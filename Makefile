@@ -22,7 +22,7 @@ MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
 install: $(VENV)/.installed
