@@ -55,8 +55,8 @@ def retrain_section(**values: object) -> str:
 def make_setup(make_config, tiny_model, tiny_card) -> Iterator:
     opened: list[Database] = []
 
-    def make(extra: str, database_url: str | None = None) -> Setup:
-        path = make_config(extra, **({"database_url": database_url} if database_url else {}))
+    def make(extra: str) -> Setup:
+        path = make_config(extra)
         config = load_config(path)
         db = open_database(config.database.url)
         opened.append(db)
@@ -329,13 +329,9 @@ def test_a_worker_over_max_minutes_is_killed(make_setup, dataset_root):
 # --------------------------------------------------------------------------------------------
 
 
-def test_cli_retrain_skips_then_force_registers_a_candidate(
-    make_setup, dataset_root, run_cli, db_url
-):
+def test_cli_retrain_skips_then_force_registers_a_candidate(make_setup, dataset_root, run_cli):
     holdout = 0.5
-    setup = make_setup(
-        retrain_section(min_new_corrections=30, holdout=holdout, epochs=1), database_url=db_url
-    )
+    setup = make_setup(retrain_section(min_new_corrections=30, holdout=holdout, epochs=1))
     mixed = unseen(dataset_root, "cats", count=6) + unseen(dataset_root, "dogs", count=6)
     for path in mixed:
         truth = path.parent.name
