@@ -17,12 +17,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill clean bench-web chromium
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill bench-db clean bench-web chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,web,web-test,cluster]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,web,web-test,cluster]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -82,6 +82,11 @@ bench-runtimes: install
 # the one writer's rows/s; writes bench/results/backfill.txt and .json.
 bench-backfill: install
 	$(BIN)/python bench/backfill.py --data $(DATA)/validation --large 5000
+
+# One daemon node on SQLite against PostgreSQL (the local server), and the rows/s the server
+# takes for the daemon's writes; writes bench/results/db_backends.txt and .json.
+bench-db: install
+	$(BIN)/python bench/db_backends.py --data $(DATA)/validation | tee bench/results/db_backends.txt
 
 # The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
 BASE ?= HEAD~1
