@@ -13,6 +13,7 @@ from inboxsort.config import TrainConfig
 from inboxsort.errors import ModelError
 from inboxsort.model.artifact import CARD_FORMAT
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.nativelog import import_tensorflow
 from inboxsort.trainer.dataset import Splits, discover, load_arrays
 from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
@@ -60,6 +61,7 @@ def train_on(
     splits: Splits, options: TrainConfig, *, data_source: str, verbose: int = 1
 ) -> TrainResult:
     """Train on already discovered splits."""
+    import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(options.seed)

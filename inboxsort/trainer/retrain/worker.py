@@ -23,6 +23,7 @@ import numpy as np
 from inboxsort.errors import InboxsortError, ModelError
 from inboxsort.model.artifact import load_classifier
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.nativelog import import_tensorflow
 from inboxsort.trainer.dataset import Sample, load_arrays
 from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
@@ -94,6 +95,7 @@ def _fine_tune(
 
 def run(job: RetrainJob) -> WorkerResult:
     """Fine-tune once as the job says; returns the result for the parent."""
+    import_tensorflow()  # its start-up notices would crowd out the log tail a failure shows
     import keras
 
     started = time.monotonic()
