@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from inboxsort.db.search import ImageQuery
 
 FORMATS = ("table", "csv", "json", "paths")
-TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path")
+# `error` last: it is free text, and the columns before it stay aligned.
+TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path", "error")
 # parse_query's keyword arguments, named as argparse stores the options.
 _OPTIONS = (
     "label",
