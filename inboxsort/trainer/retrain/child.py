@@ -59,7 +59,7 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-class _TickReader:
+class TickReader:
     """Reads the progress ticks the child writes among its output, as they come."""
 
     def __init__(self, path: Path, sink: Sink | None) -> None:
@@ -89,7 +89,7 @@ def _wait(
     proc: subprocess.Popen[bytes],
     max_seconds: float,
     stop: threading.Event | None,
-    ticks: _TickReader | None = None,
+    ticks: TickReader | None = None,
 ) -> str:
     """Wait for the child to exit; kill it at the deadline or on `stop` and say why, else ""."""
     deadline = time.monotonic() + max_seconds
@@ -142,7 +142,7 @@ def run_worker(
             cwd=workdir,
             start_new_session=True,
         )
-    ticks = _TickReader(log_file, progress)
+    ticks = TickReader(log_file, progress)
     why = _wait(proc, max_seconds, stop, ticks)
     ticks.read()  # the last epoch's, written just before the child exited
     if why:
