@@ -62,6 +62,7 @@ def test_a_copy_says_which_image_it_copies(db: Database, paths, caplog):
     same = b"the same photo" * 100
     filer.file_batch([classified(paths.inbox, "first.jpg", data=same)])
     caplog.set_level(logging.INFO, logger=FILING_LOG)
+    caplog.clear()
     filer.file_batch([classified(paths.inbox, "again.jpg", data=same)])
 
     assert lines(caplog) == [
