@@ -62,7 +62,7 @@ def add_commands(sub: Any) -> None:
         choices=FORMATS,
         default="table",
         help="table (local times), csv and json (UTC times), or paths: one per line, for "
-        "xargs -d '\\n'",
+        "xargs -r -d '\\n'",
     )
     query.set_defaults(handler=cmd_query)
 
