@@ -8,10 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from inboxsort import __version__
 from inboxsort.config import Config, find_config, load_config
 from inboxsort.errors import InboxsortError
+from inboxsort.model.nativelog import ExpectedRetracing
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 log = logging.getLogger("inboxsort")
@@ -26,13 +28,43 @@ def setup_logging(config: Config, *, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel("DEBUG" if verbose else config.logging.level)
-    for noisy in ("tensorflow", "absl", "h5py", "PIL", "apscheduler.executors", "alembic"):
+    # APScheduler narrates its own bookkeeping at INFO ("Adding job tentatively", "Scheduler
+    # started"); the schedule module says what matters in one line.
+    for noisy in ("tensorflow", "absl", "h5py", "PIL", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    tensorflow_log = logging.getLogger("tensorflow")
+    if not any(isinstance(f, ExpectedRetracing) for f in tensorflow_log.filters):
+        tensorflow_log.addFilter(ExpectedRetracing())
 
 
-def _quiet_tensorflow() -> None:
-    # Must be set before TensorFlow is imported; users can still override it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's native INFO and WARNING lines, once its logging is set up: read only from the
+# environment, and only before TensorFlow is imported. Errors still show. The lines printed
+# before its logging is set up ignore this (model/nativelog.py drops those). A user's own
+# setting wins.
+QUIET_NATIVE_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def quiet_native_logs() -> None:
+    """Set the environment that keeps TensorFlow's native INFO and WARNING lines off stderr."""
+    for key, value in QUIET_NATIVE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: also takes --config and -v after the command name.
+
+    SUPPRESS as default: an option not repeated after the command keeps the value given before
+    it (argparse copies only what a subparser set).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--config", type=Path, default=argparse.SUPPRESS, help="config file (as before COMMAND)"
+        )
+        self.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"inboxsort {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--once", action="store_true", help="process the inbox now, then exit")
@@ -69,9 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 failure, 2 config/usage error)."""
-    _quiet_tensorflow()
+    quiet_native_logs()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    if not args_list:
+        # A bare `inboxsort` is a usage error, but the list of commands is what helps.
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    args = parser.parse_args(args_list)
     try:
         config = load_config(find_config(args.config))
         setup_logging(config, verbose=args.verbose)

@@ -26,9 +26,10 @@ def add_commands(sub: Any) -> None:
 
 def cmd_retrain(config: Config, args: argparse.Namespace) -> int:
     """Run one retrain attempt and report it."""
+    from inboxsort.trainer.progress import console_sink
     from inboxsort.trainer.retrain.run import describe_outcome, retrain
 
-    outcome = retrain(config, force=args.force)
+    outcome = retrain(config, force=args.force, progress=console_sink(label="retrain"))
     if args.json:
         print(json.dumps(outcome.to_json(), indent=2))
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,11 @@ def add_commands(sub: Any) -> None:
     train.add_argument("--label-smoothing", type=float)
     train.add_argument("--activate", action="store_true", help="serve the new version")
     train.add_argument("--export", type=Path, help="write the model folder here; register nothing")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (otherwise a live line on a terminal, a log line per epoch elsewhere)",
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a model on a folder of class folders")
@@ -39,11 +44,7 @@ def add_commands(sub: Any) -> None:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    classify = sub.add_parser("classify", help="print label and score per file; moves nothing")
-    classify.add_argument("files", nargs="+", type=Path)
-    classify.add_argument("--model", type=int)
-    classify.add_argument("--json", action="store_true")
-    classify.set_defaults(handler=cmd_classify)
+    _add_classify(sub)
 
     models = sub.add_parser("models", help="list, activate or roll back model versions")
     msub = models.add_subparsers(dest="action", required=True)
@@ -70,6 +71,32 @@ def add_commands(sub: Any) -> None:
     models.set_defaults(handler=cmd_models)
 
 
+def _add_classify(sub: Any) -> None:
+    """Register classify."""
+    classify = sub.add_parser(
+        "classify",
+        help="print label and score per file; moves nothing",
+        description="Prints one line per image: path, label, score (or ERROR and why). Exit "
+        "status 1 when any file could not be read as an image.",
+    )
+    classify.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="image files, or folders: every file directly in a folder (not its subfolders, "
+        "nor hidden files), in name order; --recursive for subfolders too",
+    )
+    classify.add_argument(
+        "-r", "--recursive", action="store_true", help="classify the files of subfolders too"
+    )
+    classify.add_argument(
+        "--model", type=int, metavar="VERSION", help="model version (default: the active one)"
+    )
+    classify.add_argument("--json", action="store_true", help="print a JSON list of results")
+    classify.set_defaults(handler=cmd_classify)
+
+
 def _train_options(config: Config, args: argparse.Namespace) -> TrainConfig:
     """The [train] recipe with the command line's overrides."""
     flags = ("image_size", "batch_size", "epochs", "fine_tune_epochs", "fine_tune_at", "seed")
@@ -80,6 +107,7 @@ def _train_options(config: Config, args: argparse.Namespace) -> TrainConfig:
 def cmd_train(config: Config, args: argparse.Namespace) -> int:
     """Train a model; register it (or export it to a folder)."""
     from inboxsort.model.artifact import write_version_folder
+    from inboxsort.trainer.progress import console_sink
     from inboxsort.trainer.train import summary_table, train
 
     data = args.data or config.train.data
@@ -96,7 +124,8 @@ def cmd_train(config: Config, args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--export {export} exists and is not an empty folder; name a new or empty folder"
             )
-    result = train(data, _train_options(config, args), verbose=0 if args.quiet else 1)
+    progress = None if args.quiet else console_sink(label="train")
+    result = train(data, _train_options(config, args), verbose=0, progress=progress)
     if args.export:
         if args.export.exists():
             try:
@@ -170,14 +199,30 @@ def cmd_evaluate(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def expand_folders(paths: list[Path], *, recursive: bool) -> list[Path]:
+    """Each folder replaced by its files (name order, hidden ones left out); files kept."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)  # a missing or unreadable file is reported as its row's error
+            continue
+        for top, folders, names in os.walk(path):  # never follows a link to a folder
+            folders[:] = sorted(f for f in folders if not f.startswith(".")) if recursive else []
+            files += [Path(top) / n for n in sorted(names) if not n.startswith(".")]
+    return files
+
+
 def cmd_classify(config: Config, args: argparse.Namespace) -> int:
     """Label and score for each file, without moving anything."""
     from inboxsort.imageio import load_many
 
+    files = expand_folders(args.files, recursive=args.recursive)
+    if not files:
+        raise ConfigError("classify: no files in " + ", ".join(map(str, args.files)))
     classifier = open_store(config).load(args.model, runtime=config.serving.runtime)
-    loaded = load_many(args.files, classifier.image_size)
+    loaded = load_many(files, classifier.image_size)
     rows: list[dict[str, Any]] = [
-        {"path": str(path), "model_version": classifier.version} for path in args.files
+        {"path": str(path), "model_version": classifier.version} for path in files
     ]
     for index, why in loaded.errors:
         rows[index]["error"] = why

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from inboxsort.db.search import ImageQuery
 
 FORMATS = ("table", "csv", "json", "paths")
-TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path")
+# `error` last: it is free text, and the columns before it stay aligned.
+TABLE_COLUMNS = ("id", "received_at", "status", "label", "score", "model_version", "path", "error")
 # parse_query's keyword arguments, named as argparse stores the options.
 _OPTIONS = (
     "label",
@@ -61,7 +62,7 @@ def add_commands(sub: Any) -> None:
         choices=FORMATS,
         default="table",
         help="table (local times), csv and json (UTC times), or paths: one per line, for "
-        "xargs -d '\\n'",
+        "xargs -r -d '\\n'",
     )
     query.set_defaults(handler=cmd_query)
 

@@ -14,8 +14,10 @@ from inboxsort.db import STATUS_DUPLICATE, STATUS_FAILED, STATUS_FILED
 from inboxsort.db.schema import ORIGIN_INBOX
 from inboxsort.dirfd import PathChanged, SourceChanged, lexists_under
 from inboxsort.files import display_path, free_name, loggable, move_no_clobber, sync_folders
+from inboxsort.intake.announce import Announcer
 from inboxsort.intake.ledger import Entry, Ledger, PlannedMove
 from inboxsort.intake.records import Claim, Decoded
+from inboxsort.intake.tidy import EmptiedFolders
 from inboxsort.layout import REVIEW_FOLDER
 from inboxsort.own_filings import OwnFilings
 
@@ -58,6 +60,8 @@ class Filer:
         *,
         own: OwnFilings | None = None,
         origin: str = ORIGIN_INBOX,
+        announcer: Announcer | None = None,
+        emptied: EmptiedFolders | None = None,
     ) -> None:
         self.paths = paths
         self.filing = filing
@@ -65,6 +69,8 @@ class Filer:
         self.own = own
         # `paths.inbox` is the folder files are taken from: the inbox, or a backfilled archive.
         self.origin = origin
+        self.announcer = announcer or Announcer()
+        self.emptied = emptied
 
     def _folder(self, item: Decoded, filed: dict[str, int]) -> tuple[Path, str, int | None]:
         if not item.ok or item.label is None:
@@ -82,7 +88,7 @@ class Filer:
         outcome = BatchOutcome()
         entries: list[Entry] = []
         chosen: dict[Path, Decoded] = {}
-        copies: set[Path] = set()  # sources with duplicate_of set, whatever their folder
+        original_of: dict[Path, int] = {}  # sources with duplicate_of set, whatever their folder
         reserved: set[Path] = set()
         first_of_sha: set[str] = set()
         filed = self.ledger.filed_duplicates(
@@ -103,7 +109,7 @@ class Filer:
             entries.append(dataclasses.replace(entry, origin=self.origin))
             chosen[item.claim.path] = item
             if original is not None:
-                copies.add(item.claim.path)
+                original_of[item.claim.path] = original
         plans = self.ledger.plan(entries)
         done: list[tuple[PlannedMove, str | None]] = []
         for plan in plans:
@@ -118,17 +124,42 @@ class Filer:
                 outcome.vanished += 1
             elif moved.status == STATUS_FAILED:
                 outcome.failed += 1
-                log.warning(
-                    "failed: %s → %s: %s", loggable(plan.source), loggable(moved.dest), item.error
-                )
-            elif moved.status == STATUS_DUPLICATE or plan.source in copies:
+            elif moved.status == STATUS_DUPLICATE or plan.source in original_of:
                 outcome.duplicates += 1
             else:
                 outcome.filed += 1
         # One fsync per destination folder, not per file; the rows say "filed" only after it.
         sync_folders(moved.dest.parent for moved, reason in done if reason is None)
         self.ledger.finish(done)
+        for moved, reason in done:  # once recorded: each line then matches what query shows
+            self._announce(chosen[moved.source], moved, reason, original_of.get(moved.source))
+            if self.emptied is not None and reason is None:
+                self.emptied.note(moved.source.parent)
         return outcome
+
+    def _announce(
+        self, item: Decoded, moved: PlannedMove, reason: str | None, duplicate_of: int | None
+    ) -> None:
+        """The image's one log line: where it went, with its score, or why it did not."""
+        source = loggable(_under(moved.source, self.paths.inbox))
+        if reason is not None:
+            self.announcer.image(logging.WARNING, "not filed", "%s: not filed: %s", source, reason)
+            return
+        root = self._root_of(moved.dest)
+        where = _under(moved.dest.parent, root.parent if root != self.paths.library else root)
+        # The folder alone when the name was kept, as users look for it; the new name if not.
+        if moved.dest.name != moved.source.name:
+            where = where / moved.dest.name
+        shown = loggable(where)
+        if moved.status == STATUS_FAILED:
+            self.announcer.image(
+                logging.WARNING, "failed", "%s → %s: %s", source, shown, item.error
+            )
+            return
+        score = "" if item.score is None else f" ({item.score:.3f})"
+        copy = "" if duplicate_of is None else f", same content as image {duplicate_of}"
+        outcome = "duplicates" if duplicate_of is not None else "filed"
+        self.announcer.image(logging.INFO, outcome, "%s → %s%s%s", source, shown, score, copy)
 
     def _move(
         self, plan: PlannedMove, claim: Claim, reserved: set[Path]
@@ -227,6 +258,11 @@ def entry_for(item: Decoded, dest: Path, *, status: str, duplicate_of: int | Non
         duplicate_of=duplicate_of,
         node=item.node,
     )
+
+
+def _under(path: Path, root: Path) -> Path:
+    """`path` relative to `root` where it lies under it, else as it is."""
+    return path.relative_to(root) if path.is_relative_to(root) else path
 
 
 def _original_name(plan: PlannedMove) -> str:

@@ -76,6 +76,8 @@ class InferencePool:
             job = self._next_batch()
             if job is not None:
                 self._process(*job)
+            self.filer.announcer.flush()  # a flood's last summary line, once its second ends
+        self.filer.announcer.flush(force=True)
         # Batched but not classified: released with no row, so they stay in the inbox and the
         # next start files them. Only the batch in flight is worth finishing in 10 s.
         with self._batch_lock:

@@ -36,6 +36,18 @@ class ReconcileReport:
     corrected: int = 0
     deleted: int = 0
 
+    def summary(self) -> str:
+        """One readable line for the log: what was checked and what became of the missing."""
+        line = f"{self.checked} filed image(s) checked"
+        if not self.missing:
+            return line + ", none missing"
+        line += f", {self.missing} missing since the last run: {self.moved} found moved"
+        if self.corrected:
+            line += f" ({self.corrected} of them into another class: corrections)"
+        line += f", {self.deleted} deleted"
+        unsettled = self.missing - self.moved - self.deleted
+        return line + (f", {unsettled} changed meanwhile" if unsettled > 0 else "")
+
 
 class _LooseFiles:
     """Library files that are no filed row's file, found by inode or, if need be, by content."""
@@ -82,7 +94,10 @@ def reconcile(tracker: LibraryTracker) -> ReconcileReport:
         rows = filed_files(session)
     missing = [r for r in rows if not os.path.lexists(r.path)]
     if not missing:
-        return ReconcileReport(checked=len(rows))
+        report = ReconcileReport(checked=len(rows))
+        if rows:
+            log.info("library reconciled: %s", report.summary())
+        return report
     loose = _LooseFiles(tracker, known={r.path for r in rows}, sizes={r.size for r in missing})
     counts = {"moved": 0, "corrected": 0, "deleted": 0}
     for r in missing:
@@ -92,7 +107,7 @@ def reconcile(tracker: LibraryTracker) -> ReconcileReport:
         if outcome is not None:
             counts[outcome] += 1
     report = ReconcileReport(len(rows), len(missing), **counts)
-    log.info("library reconciled: %s", report)
+    log.info("library reconciled: %s", report.summary())
     return report
 
 

@@ -14,6 +14,7 @@ from inboxsort.errors import ModelError
 from inboxsort.files import fsync_dir
 from inboxsort.model.classifier import Classifier
 from inboxsort.model.litert import LITERT_FILE, LiteRTNetwork, refusal
+from inboxsort.model.nativelog import import_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def load_classifier(
 
 def _load_keras(folder: Path, *, version: int, size: int, classes: tuple[str, ...]) -> Classifier:
     """The .keras file with safe_mode on, checked against its card."""
+    import_tensorflow()
     import keras
 
     try:

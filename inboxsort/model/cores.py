@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 
+from inboxsort.model.nativelog import import_tensorflow
+
 log = logging.getLogger(__name__)
 
 
 def share_cores(workers: int) -> None:
     """Split the cores between `workers` inference workers; call before TensorFlow runs an op."""
-    import tensorflow as tf
-
+    tf = import_tensorflow()
     cores = len(os.sched_getaffinity(0))
     # Batches side by side, each on its share of the cores, beat one batch on all of them: a
     # kernel split over every core waits for its slowest shard, and on a small machine a

@@ -20,6 +20,7 @@ from inboxsort.files import fsync_dir
 from inboxsort.model.artifact import CARD_FILE, read_card
 from inboxsort.model.classifier import probabilities
 from inboxsort.model.litert import AGREEMENT_BOUND, LITERT_FILE, LiteRTNetwork
+from inboxsort.model.nativelog import import_tensorflow
 
 _TRAINING_ONLY = ("augmentation",)
 _PROBE_BATCH = 32
@@ -79,6 +80,7 @@ class Flatbuffer:
 
 def serving_model(model: Any) -> Any:
     """The same trained layers without the training-only ones, as a new Keras model."""
+    import_tensorflow()
     import keras
 
     inputs = keras.Input(shape=model.input_shape[1:], name="pixels")

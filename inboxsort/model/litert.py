@@ -8,7 +8,9 @@ the network holds one per inference worker in a pool, and a call borrows one for
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,14 @@ import numpy as np
 
 from inboxsort.errors import ModelError
 from inboxsort.files import file_sha256
+from inboxsort.model.nativelog import native_notices_dropped
 
 LITERT_FILE = "model.tflite"
 # Largest difference in any class probability the agreement gate accepts; float32 rounding
 # between the two runtimes stays far below it (README, Results).
 AGREEMENT_BOUND = 1e-3
 RUNTIMES = ("auto", "litert", "keras")
+_first_load_done = threading.Event()
 
 
 class LiteRTNetwork:
@@ -43,13 +47,18 @@ class LiteRTNetwork:
         self.threads = threads
         self.resize_batches = resize_batches
         self._free: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        # LiteRT announces its XNNPACK delegate on stderr once per process, at the first
+        # allocation; only that first load needs its stderr filtered.
+        first = not _first_load_done.is_set()
         try:
-            for _ in range(max(1, copies)):
-                slot = _Slot(Interpreter(model_path=str(path), num_threads=max(1, threads)))
-                slot.resize(1)  # allocating once packs the weights for XNNPACK, off the hot path
-                self._free.put(slot)
+            with native_notices_dropped() if first else contextlib.nullcontext():
+                for _ in range(max(1, copies)):
+                    slot = _Slot(Interpreter(model_path=str(path), num_threads=max(1, threads)))
+                    slot.resize(1)  # allocating packs the weights for XNNPACK, off the hot path
+                    self._free.put(slot)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {path} with LiteRT: {exc}") from None
+        _first_load_done.set()
         self.input_shape = tuple(slot.input["shape"][1:])
         self.output_shape = tuple(slot.output["shape"][1:])
 

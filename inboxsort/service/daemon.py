@@ -29,6 +29,7 @@ from inboxsort.intake.inference import BatchReport, InferencePool
 from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Arrival
 from inboxsort.intake.recovery import recover
+from inboxsort.intake.tidy import EmptiedFolders
 from inboxsort.intake.watch import InboxHandler, InboxWatch, make_observer, uses_inotify
 from inboxsort.library.watcher import (
     LibraryEvent,
@@ -53,6 +54,10 @@ RATE_WINDOW_SECONDS = 60.0  # the throughput systemctl status shows is over this
 _JOIN_SECONDS = 8.0  # stays inside the 10 s the unit's TimeoutStopSec allows for a clean stop
 # How often the daemon checks that the inbox it watches is still the folder at its path.
 INBOX_CHECK_SECONDS = 1.0
+# An emptied subfolder of the inbox stays this many settle times (at least the minimum) after
+# its last change before it is removed: a copy still writing into it never finds it gone.
+EMPTIED_QUIET_SETTLES = 5
+EMPTIED_QUIET_MIN_SECONDS = 1.0
 
 
 class Daemon:
@@ -84,10 +89,19 @@ class Daemon:
         self.intake = Intake(
             root=config.paths.inbox, watch=watch, batch=config.batch, model=self.model
         )
+        # Subfolders dropped into the inbox go once emptied and still for a while (tidy.py).
+        quiet = max(EMPTIED_QUIET_MIN_SECONDS, EMPTIED_QUIET_SETTLES * config.watch.settle_seconds)
+        self.emptied = EmptiedFolders(config.paths.inbox, quiet_seconds=quiet)
         self.inference = InferencePool(
             model=self.model,
             intake=self.intake,
-            filer=Filer(config.paths, config.filing, self.ledger, own=self.own_filings),
+            filer=Filer(
+                config.paths,
+                config.filing,
+                self.ledger,
+                own=self.own_filings,
+                emptied=self.emptied,
+            ),
             max_size=config.batch.max_size,
             max_delay=config.batch.max_delay_ms / 1000,
             ping=self._ping_watchdog,
@@ -272,6 +286,7 @@ class Daemon:
                 next_beat = now + HEARTBEAT_SECONDS
                 self.heartbeat()
                 self.notifier.status(self.status_line())
+            self.emptied.sweep()
             if self.config.watch.rescan_seconds > 0 and now >= next_rescan:
                 next_rescan = now + self.config.watch.rescan_seconds
                 self.rescan()

@@ -50,5 +50,14 @@ def make_scheduler(config: Config, job: Callable[[], object]) -> Any:
         misfire_grace_time=MISFIRE_GRACE_SECONDS,
         replace_existing=True,
     )
-    log.info("retraining scheduled: %s", trigger)
+    when = (
+        f"on cron {config.retrain.cron!r}"
+        if config.retrain.cron
+        else f"every {config.retrain.every_minutes:g} min"
+    )
+    log.info(
+        "retraining scheduled %s, when %d or more new corrections are in",
+        when,
+        config.retrain.min_new_corrections,
+    )
     return scheduler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,10 +14,12 @@ from inboxsort.config import TrainConfig
 from inboxsort.errors import ModelError
 from inboxsort.model.artifact import CARD_FORMAT
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.nativelog import import_tensorflow
 from inboxsort.trainer.dataset import Splits, discover, load_arrays
 from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
 from inboxsort.trainer.flatbuffer import convert_or_none, first_nonempty
+from inboxsort.trainer.progress import Meter, Sink, keras_callback
 from inboxsort.trainer.recipe import BACKBONE, build_model, compile_phase, keras_cache, weights_file
 
 
@@ -47,19 +50,28 @@ class TrainResult:
     litert_error: str = ""  # why the conversion failed: the model then serves with Keras
 
 
-def train(data: Path, options: TrainConfig, *, verbose: int = 1) -> TrainResult:
+def train(
+    data: Path, options: TrainConfig, *, verbose: int = 1, progress: Sink | None = None
+) -> TrainResult:
     """Train on DIR with the two-phase recipe; returns the serving model and its card.
 
-    `options` is the [train] section, its `data` aside; `verbose` is Keras's progress output.
+    `options` is the [train] section, its `data` aside; `verbose` is Keras's progress output,
+    `progress` gets a Tick (epoch, images/s, time left) after every batch instead.
     """
     splits = discover(data)
-    return train_on(splits, options, data_source=str(data), verbose=verbose)
+    return train_on(splits, options, data_source=str(data), verbose=verbose, progress=progress)
 
 
 def train_on(
-    splits: Splits, options: TrainConfig, *, data_source: str, verbose: int = 1
+    splits: Splits,
+    options: TrainConfig,
+    *,
+    data_source: str,
+    verbose: int = 1,
+    progress: Sink | None = None,
 ) -> TrainResult:
     """Train on already discovered splits."""
+    import_tensorflow()
     import keras
 
     keras.utils.set_random_seed(options.seed)
@@ -78,6 +90,7 @@ def train_on(
         (x_val, y_val),
         seconds=seconds,
         verbose=verbose,
+        progress=progress,
     )
     served = serving_copy(model)
     classifier = Classifier(served, splits.classes, size, version=-1)
@@ -147,6 +160,7 @@ def _fit_two_phases(
     *,
     seconds: dict[str, float],
     verbose: int,
+    progress: Sink | None,
 ) -> tuple[Any, dict[str, list[float]]]:
     """Phase 1 on a frozen base, phase 2 fine-tuned from fine_tune_at; times go in `seconds`."""
     model = build_model(image_size=options.image_size, num_classes=classes)
@@ -157,7 +171,15 @@ def _fit_two_phases(
         else None
     )
     smoothing = options.label_smoothing if classes == 2 else 0.0
-    fit_args = {"validation_data": val_ds, "shuffle": False, "verbose": verbose}
+    fit_args: dict[str, Any] = {"validation_data": val_ds, "shuffle": False, "verbose": verbose}
+    if progress is not None:
+        meter = Meter(
+            epochs=options.epochs + options.fine_tune_epochs,
+            steps=math.ceil(len(train[0]) / options.batch_size),
+            batch_size=options.batch_size,
+            images=len(train[0]),
+        )
+        fit_args.update(verbose=0, callbacks=[keras_callback(meter, progress)])
     compile_phase(model, phase=1, learning_rate=options.learning_rate, label_smoothing=smoothing)
     start = time.monotonic()
     history: dict[str, list[float]] = {}

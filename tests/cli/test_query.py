@@ -176,9 +176,21 @@ def test_table_format_is_the_default(site: Site, capsys) -> None:
         "score",
         "model_version",
         "path",
+        "error",
     ]
     assert [line.split()[0] for line in lines[1:]] == ["7", "5"]
     assert "0.9900" in lines[1] and lines[1].endswith("/site/library/dogs/100%_sure.jpg")
+
+
+def test_the_table_shows_why_an_image_failed(site: Site, capsys) -> None:
+    """A failed row's reason is in the table, not a blank (issue 15)."""
+    assert run(site.config, "query", "--status", "failed") == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[-1] == "error"
+    assert row.split()[0] == "4"
+    assert row.endswith("  cannot identify image file")
+    # The column starts where its header does.
+    assert row.index("cannot identify image file") == header.index("error")
 
 
 def test_a_corrected_image_shows_the_score_of_its_new_label(make_config, capsys) -> None:

@@ -7,6 +7,7 @@ retrain job started by APScheduler (it trains in a child process).
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def test_the_scheduled_job_skips_below_the_threshold_then_learns_the_users_moves
         shutil.copyfile(late, site.inbox / late.name)
         wait_for(lambda: site.settled(len(images) + 1), "a later image filed")
 
+    # The scheduled retrain's progress, as the plain lines journald gets.
+    assert re.search(r"retrain: epoch 1/1, [\d.]+ images/s, .*done", caplog.text)
     (metrics,) = site.query("SELECT metrics FROM model_versions WHERE version = 2")[0]
     assert '"gate"' in metrics
     assert site.row_by_name(late.name).model_version == serving

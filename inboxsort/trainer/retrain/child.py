@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from inboxsort.trainer.progress import Sink, Tick
 from inboxsort.trainer.retrain.records import (
     RetrainJob,
     WorkerFailure,
@@ -58,12 +59,45 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
-def _wait(proc: subprocess.Popen[bytes], max_seconds: float, stop: threading.Event | None) -> str:
+class TickReader:
+    """Reads the progress ticks the child writes among its output, as they come."""
+
+    def __init__(self, path: Path, sink: Sink | None) -> None:
+        self.path, self.sink = path, sink
+        self._offset = 0
+        self._partial = b""
+
+    def read(self) -> None:
+        """Pass every whole tick line written since the last read to the sink."""
+        if self.sink is None:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            tick = Tick.from_line(line.decode("utf-8", "replace"))
+            if tick is not None:
+                self.sink(tick)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    max_seconds: float,
+    stop: threading.Event | None,
+    ticks: TickReader | None = None,
+) -> str:
     """Wait for the child to exit; kill it at the deadline or on `stop` and say why, else ""."""
     deadline = time.monotonic() + max_seconds
     why = ""
     try:
         while proc.poll() is None:
+            if ticks is not None:
+                ticks.read()
             if time.monotonic() >= deadline:
                 why = "the training process ran longer than retrain.max_minutes and was stopped"
                 break
@@ -82,9 +116,17 @@ def _wait(proc: subprocess.Popen[bytes], max_seconds: float, stop: threading.Eve
 
 
 def run_worker(
-    job: RetrainJob, workdir: Path, *, max_seconds: float, stop: threading.Event | None
+    job: RetrainJob,
+    workdir: Path,
+    *,
+    max_seconds: float,
+    stop: threading.Event | None,
+    progress: Sink | None = None,
 ) -> tuple[WorkerResult | None, str]:
-    """Run the worker on a job; returns (its result, "") or (None, why it produced none)."""
+    """Run the worker on a job; returns (its result, "") or (None, why it produced none).
+
+    `progress` gets the training's ticks while it runs.
+    """
     job_file = workdir / "job.json"
     job_file.write_text(json.dumps(job.to_json()))
     log_file = workdir / "worker.log"
@@ -100,7 +142,9 @@ def run_worker(
             cwd=workdir,
             start_new_session=True,
         )
-    why = _wait(proc, max_seconds, stop)
+    ticks = TickReader(log_file, progress)
+    why = _wait(proc, max_seconds, stop, ticks)
+    ticks.read()  # the last epoch's, written just before the child exited
     if why:
         return None, why
     try:

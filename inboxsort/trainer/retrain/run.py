@@ -36,6 +36,7 @@ from inboxsort.db.training import mark_corrections_used, pool_looks
 from inboxsort.errors import InboxsortError
 from inboxsort.model.artifact import read_card
 from inboxsort.model.registry import ModelStore, VersionInfo
+from inboxsort.trainer.progress import PeriodicLines, Sink
 from inboxsort.trainer.retrain.child import run_worker
 from inboxsort.trainer.retrain.gate import judge
 from inboxsort.trainer.retrain.plan import RetrainPlan, make_plan
@@ -170,17 +171,23 @@ def _card(
 
 
 def retrain(
-    config: Config, *, force: bool = False, stop: threading.Event | None = None
+    config: Config,
+    *,
+    force: bool = False,
+    stop: threading.Event | None = None,
+    progress: Sink | None = None,
 ) -> RetrainOutcome:
     """Fine-tune the active model on new corrections if there are enough (or `force`).
 
     Never raises for a failed training (see `failed` and `reason`); setting `stop` kills a
     running worker within child.POLL_SECONDS. Only an unusable database raises (StoreError).
+    `progress` gets the training's ticks (default: a log line per epoch and every 30 s).
     """
     started = time.monotonic()
     db = open_database(config.database.url)
+    sink = progress or PeriodicLines(label="retrain")
     try:
-        outcome = _retrain(config, db, force=force, stop=stop)
+        outcome = _retrain(config, db, force=force, stop=stop, progress=sink)
     finally:
         db.close()
     outcome = replace(outcome, seconds=round(time.monotonic() - started, 1))
@@ -191,7 +198,7 @@ def retrain(
 
 
 def _retrain(
-    config: Config, db: Database, *, force: bool, stop: threading.Event | None
+    config: Config, db: Database, *, force: bool, stop: threading.Event | None, progress: Sink
 ) -> RetrainOutcome:
     store = ModelStore(config.paths.models, db)
     # Lock first: the active version and the pool must not be read before another attempt
@@ -217,7 +224,9 @@ def _retrain(
                 new_corrections=new,
             )
         try:
-            return _train_and_judge(config, db, store, active, pool, new, planned_at, stop)
+            return _train_and_judge(
+                config, db, store, active, pool, new, planned_at, stop, progress
+            )
         except InboxsortError as exc:
             return RetrainOutcome(
                 ran=False, failed=True, reason=f"failed: {exc}", active=active, new_corrections=new
@@ -233,6 +242,7 @@ def _train_and_judge(
     new: int,
     planned_at: dt.datetime,
     stop: threading.Event | None,
+    progress: Sink,
 ) -> RetrainOutcome:
     active_card = read_card(store.folder(active))
     plan = make_plan(config, db, pool, active=active, classes=active_card["classes"])
@@ -248,7 +258,11 @@ def _train_and_judge(
     try:
         job = _job(config, plan, store, workdir)
         result, why = run_worker(
-            job, workdir, max_seconds=config.retrain.max_minutes * 60, stop=stop
+            job,
+            workdir,
+            max_seconds=config.retrain.max_minutes * 60,
+            stop=stop,
+            progress=progress,
         )
         if result is None:
             return RetrainOutcome(

@@ -10,6 +10,7 @@ images) and writes a small JSON result. The parent decides.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -23,10 +24,12 @@ import numpy as np
 from inboxsort.errors import InboxsortError, ModelError
 from inboxsort.model.artifact import load_classifier
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.nativelog import import_tensorflow
 from inboxsort.trainer.dataset import Sample, load_arrays
 from inboxsort.trainer.evaluate import Scores, evaluate_arrays
 from inboxsort.trainer.fitting import history_of, peak_rss_mb, pipeline, serving_copy, versions
 from inboxsort.trainer.flatbuffer import convert_or_none
+from inboxsort.trainer.progress import Meter, Throttled, keras_callback
 from inboxsort.trainer.recipe import compile_phase
 from inboxsort.trainer.retrain.records import (
     Judged,
@@ -37,6 +40,7 @@ from inboxsort.trainer.retrain.records import (
 )
 
 EXIT_PARENT_GONE = 3
+TICK_SECONDS = 1.0
 
 Labelled = tuple[np.ndarray, np.ndarray]  # decoded pixels and their label indices
 
@@ -87,13 +91,23 @@ def _fine_tune(
         label_smoothing=job.label_smoothing if classes == 2 else 0.0,
     )
     data = pipeline(*train, classes=classes, batch_size=job.batch_size, seed=job.seed, prefetch=2)
+    meter = Meter(
+        epochs=job.epochs,
+        steps=math.ceil(len(train[0]) / job.batch_size),
+        batch_size=job.batch_size,
+        images=len(train[0]),
+    )
+    # Ticks go to the parent through this process's output, at most one a second.
+    report = Throttled(lambda tick: print(tick.to_line(), flush=True), every=TICK_SECONDS)
     start = time.monotonic()
-    fit = model.fit(data, epochs=job.epochs, verbose=0, callbacks=[_parent_guard(parent)])
+    callbacks = [_parent_guard(parent), keras_callback(meter, report)]
+    fit = model.fit(data, epochs=job.epochs, verbose=0, callbacks=callbacks)
     return history_of(fit), time.monotonic() - start
 
 
 def run(job: RetrainJob) -> WorkerResult:
     """Fine-tune once as the job says; returns the result for the parent."""
+    import_tensorflow()  # its start-up notices would crowd out the log tail a failure shows
     import keras
 
     started = time.monotonic()

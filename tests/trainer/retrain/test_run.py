@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -349,6 +350,9 @@ def test_cli_retrain_skips_then_force_registers_a_candidate(make_setup, dataset_
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["ran"] is True and out["failed"] is False and out["candidate"] == 2
+    # Progress from the training child, as log lines: stderr is not a terminal here.
+    progress = "INFO inboxsort.trainer.progress: retrain: epoch 1/1, "
+    assert re.search(re.escape(progress) + r"[\d.]+ images/s, .*done", done.stderr), done.stderr
     assert out["active_metrics"]["corrections"]["n"] == len(held)
     assert out["candidate_metrics"]["set"]["n"] == out["active_metrics"]["set"]["n"] > 0
     info = setup.store.info(2)
