@@ -27,7 +27,7 @@ STOP_LIMIT_SECONDS = 10.0
 # at once (systemd sends SIGCONT after it).
 WATCHDOG_RESTART_SECONDS = 60 + 5 + 120
 TRAIN_SECONDS = 600
-IMAGES_PER_CLASS = 50
+IMAGES_PER_CLASS = 70
 TRAIN_PER_CLASS = 12
 WEIGHTS_160 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5"
 
@@ -246,13 +246,9 @@ def test_a_folder_outside_read_write_paths_is_reported_at_start(service):
 
 
 def test_stop_is_within_10_s_and_accounts_for_every_image(service, images):
-    names = service.drop(take(images, 40))
-    service.wait_for(
-        "the daemon to be at work on the new images",
-        lambda: any(r.original_name in names for r in service.rows()),
-        timeout=60,
-    )
     cursor = service.cursor()
+    # Stopped at once: some images may be on their way, some not yet claimed, some filed.
+    names = service.drop(take(images, 60))
     started = time.monotonic()
     service.systemctl("stop", "inboxsort", timeout=60)
     took = time.monotonic() - started
