@@ -132,11 +132,13 @@ def _build_cached(name: str, build: Callable[[Path], None]) -> Path:
     """CACHE_DIR/name, built by `build(tmp)` into a temporary folder renamed into place."""
     final = CACHE_DIR / name
     if final.is_dir():
+        final.chmod(0o755)  # a root filesystem's / must be open to the service user
         return final
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     _remove_stale(name)
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}.tmp-{os.getpid()}-", dir=CACHE_DIR))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it 0700: the container's / would shut out its users
         build(tmp)
         try:
             tmp.rename(final)
