@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill bench-db clean bench-web chromium
+.PHONY: install run test test-systemd lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill bench-db clean bench-web chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ pytest: install
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
+
+# The unit under a real systemd, in a Debian container (root; README "Tested under a real systemd").
+test-systemd: install
+	$(BIN)/python -m pytest -q -s tests/systemd
 
 model: install
 	rm -rf build/model

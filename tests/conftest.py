@@ -48,6 +48,15 @@ CLI_TIMEOUT_SECONDS = 280
 _CLI_ENV_DROP = ("INBOXSORT_CONFIG", "JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC")
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/systemd (root, a container, minutes) to `make test-systemd`, which names it."""
+    systemd = TESTS_DIR / "systemd"
+    if collection_path != systemd:
+        return None
+    named = [(config.invocation_params.dir / a.split("::")[0]).resolve() for a in config.args]
+    return True if not any(p == systemd or systemd in p.parents for p in named) else None
+
+
 # --------------------------------------------------------------------------------------------
 # Thread-leak guard
 # --------------------------------------------------------------------------------------------

@@ -80,8 +80,18 @@ def _prepare_folder(path: Path) -> tuple[bool, str]:
     # access() rather than a probe file: writing into the watched inbox would wake the daemon.
     # It still reports read-only mounts (EROFS), which is what systemd sandboxing produces.
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        return created, "is not writable"
+        return created, "is not writable" + _read_only_note(path)
     return created, ""
+
+
+def _read_only_note(path: Path) -> str:
+    """Say so when the folder's filesystem is mounted read-only: no chown or chmod helps then."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return ""
+    # Under the shipped unit (ProtectSystem=strict) this is a folder outside ReadWritePaths=.
+    return " (its filesystem is mounted read-only to this process)" if read_only else ""
 
 
 def check_folders(config: Config) -> Check:
@@ -103,7 +113,8 @@ def check_folders(config: Config) -> Check:
             False,
             "; ".join(problems) + made_text,
             fix=f"make each one a folder that user {user} can write, "
-            f"e.g. `install -d -o {user} PATH`",
+            f"e.g. `install -d -o {user} PATH`; under systemd, list it in the unit's "
+            "ReadWritePaths= (`systemctl edit inboxsort`)",
         )
     return Check("folders", True, f"{len(FOLDERS)} folders writable{made_text}")
 
