@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import socket
 import tomllib
 import types
 import typing
@@ -121,6 +123,15 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class NodeConfig:
+    """This daemon's name in a fleet sharing one database (recorded on every row it writes)."""
+
+    name: str = field(default_factory=socket.gethostname)
+    # A node silent this long (no heartbeat, no clean stop) is dead: its claims are taken over.
+    stale_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Log output."""
 
@@ -141,6 +152,7 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
     source: Path | None = None
 
 
@@ -183,6 +195,11 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("serving", "runtime"): (
         lambda v: v in ("auto", "litert", "keras"),
         '"auto", "litert" or "keras"',
+    ),
+    ("node", "stale_seconds"): (lambda v: v >= 5, "5 seconds or more"),
+    ("node", "name"): (
+        lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", v) is not None,
+        "1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
     ),
     (
         "logging",

@@ -15,6 +15,7 @@ from typing import Any
 
 from inboxsort.config import Config
 from inboxsort.db import (
+    DAEMON_LOST,
     DAEMON_RUNNING,
     DAEMON_STARTING,
     DAEMON_STOPPED,
@@ -28,7 +29,6 @@ from inboxsort.intake.filing import Filer
 from inboxsort.intake.inference import BatchReport, InferencePool
 from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Arrival
-from inboxsort.intake.recovery import recover
 from inboxsort.intake.watch import InboxHandler, InboxWatch, make_observer, uses_inotify
 from inboxsort.library.watcher import (
     LibraryEvent,
@@ -41,6 +41,7 @@ from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.live import LiveModel
 from inboxsort.model.registry import ModelStore
 from inboxsort.own_filings import OwnFilings
+from inboxsort.service.fleet import FLEET_CHECK_SECONDS, Fleet
 from inboxsort.service.lock import INBOX_LOCK_NAME
 from inboxsort.service.notify import Notifier
 
@@ -75,14 +76,21 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.stop_event = threading.Event()
         # Its waits for a locked or full database end when the daemon stops.
-        self.ledger = Ledger(db, stop=self.stop_event, ping=self._ping_watchdog)
+        self.ledger = Ledger(
+            db, node=config.node.name, stop=self.stop_event, ping=self._ping_watchdog
+        )
+        self.fleet = Fleet(config, self.ledger, rescan=self.rescan)
         self.own_filings = OwnFilings()
         self.reload_event = threading.Event()
         self.model = LiveModel(classifier)
         # The inbox's lock file (lock.py) is never an arrival, whatever watch.ignore says.
         watch = dataclasses.replace(config.watch, ignore=(*config.watch.ignore, INBOX_LOCK_NAME))
         self.intake = Intake(
-            root=config.paths.inbox, watch=watch, batch=config.batch, model=self.model
+            root=config.paths.inbox,
+            watch=watch,
+            batch=config.batch,
+            model=self.model,
+            ledger=self.ledger,
         )
         self.inference = InferencePool(
             model=self.model,
@@ -124,13 +132,13 @@ class Daemon:
             queue_depth=0,
             in_flight=0,
         )
-        recover(self.ledger, self.config.paths)
+        self.fleet.recover()
         if self.once:
             # What a full run's library worker does first, without an observer: the moves and
             # deletions made in the library while no daemon ran.
             reconcile_library(self._library_tracker(), self.stop_event)
         workers = self.config.batch.inference_workers
-        stages = [("intake", self.intake.run)]
+        stages = [("intake", self.intake.run), ("heartbeat", self._heartbeat_loop)]
         stages += [(f"inference-{n}", self.inference.run) for n in range(1, workers + 1)]
         for name, target in stages:
             thread = threading.Thread(target=target, args=(self.stop_event,), name=name)
@@ -188,6 +196,7 @@ class Daemon:
             model=self.model,
             ignore=self.config.watch.ignore,
             own=self.own_filings,
+            node=self.config.node.name,
         )
 
     def _start_schedule(self) -> None:
@@ -241,8 +250,14 @@ class Daemon:
                 raise
             log.warning("stopping without the last heartbeat: the database is not writable")
 
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        """Beat every HEARTBEAT_SECONDS on a thread of its own: a model load in the supervise
+        loop must not make this node look dead to the rest of the fleet."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            self.heartbeat()
+
     def _beat(self, last: BatchReport | None) -> None:
-        self.ledger.heartbeat(
+        was = self.ledger.heartbeat(
             state=DAEMON_RUNNING,
             queue_depth=self.inference.queued() + self.intake.waiting(),
             in_flight=self.intake.in_flight(),
@@ -253,10 +268,17 @@ class Daemon:
             last_batch_ms=last.millis if last else None,
             last_batch_at=dt.datetime.fromtimestamp(last.at, dt.UTC) if last else None,
         )
+        if was == DAEMON_LOST:
+            # Another node took this one's claims over (it was silent too long): two nodes
+            # could now file one file. Stop; the restart's recovery makes everything exact.
+            raise InboxsortError(
+                f"node {self.config.node.name} was taken over by another node after no "
+                f"heartbeat for {self.config.node.stale_seconds:.0f} s; stopping"
+            )
 
     def supervise(self, *, tick: float = 0.2) -> None:
         """Run the housekeeping loop (heartbeat, rescans, model swaps) until stopped."""
-        next_beat = next_model = time.monotonic()
+        next_beat = next_model = next_fleet = time.monotonic()
         next_rescan = time.monotonic() + self.config.watch.rescan_seconds
         next_inbox_check = time.monotonic() + INBOX_CHECK_SECONDS
         idle_ticks = 0
@@ -270,8 +292,10 @@ class Daemon:
                     break
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_SECONDS
-                self.heartbeat()
                 self.notifier.status(self.status_line())
+            if now >= next_fleet:
+                next_fleet = now + FLEET_CHECK_SECONDS
+                self.fleet.check()
             if self.config.watch.rescan_seconds > 0 and now >= next_rescan:
                 next_rescan = now + self.config.watch.rescan_seconds
                 self.rescan()
@@ -348,6 +372,7 @@ class Daemon:
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.error("threads still running at exit: %s", ", ".join(stuck))
+        self.fleet.release()  # before "stopped": the others rescan when they see it
         try:
             # One try (the stop event is set): a locked or full database is not waited for.
             self.ledger.heartbeat(
@@ -359,4 +384,5 @@ class Daemon:
             )
         except StoreError as exc:
             log.warning("cannot record the stopped state; stats will show a stale one: %s", exc)
+
         log.info("stopped: %s", self.status_line())

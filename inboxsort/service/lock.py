@@ -4,7 +4,9 @@
 ignores it) are locked with `flock`. The kernel drops such a lock when its process ends, however
 it ends, `kill -9` included, so a stale lock file never blocks a start: only a live holder does.
 The holder writes its pid into the file so that the one refused can say who holds it. Other
-databases (PostgreSQL) have no file here; their daemons are kept apart by the inbox's lock.
+databases (PostgreSQL) have no file here: daemons on one of them form a fleet, which may share
+an inbox (each file is claimed in the database), and each node name runs once (an advisory
+lock, run.py).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def lock_files(config: Config) -> list[tuple[str, Path]]:
     """(what it guards, its lock file) for the database, if it is a file, then the inbox."""
     files: list[tuple[str, Path]] = []
     database = sqlite_path(config.database.url)  # a bad URL: open_database reports it
-    if database is not None:
-        files.append((f"the database {database}", Path(f"{database}{DATABASE_LOCK_SUFFIX}")))
+    if database is None:
+        # A fleet: daemons on one database may share one inbox, each file claimed in the
+        # database; a second daemon under the same node name is refused there (run.py).
+        return files
+    files.append((f"the database {database}", Path(f"{database}{DATABASE_LOCK_SUFFIX}")))
     inbox = config.paths.inbox
     files.append((f"the inbox {inbox}", inbox / INBOX_LOCK_NAME))
     return files

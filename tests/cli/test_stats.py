@@ -69,7 +69,7 @@ def test_stats_without_any_heartbeat(empty: Config, capsys) -> None:
 
 def _beat(config: Config, **fields: Any) -> None:
     with open_database(config.database.url) as db, db.begin() as session:
-        write_heartbeat(session, **fields)
+        write_heartbeat(session, node=config.node.name, **fields)
 
 
 def test_stats_with_a_stale_heartbeat(empty: Config, capsys) -> None:

@@ -31,6 +31,7 @@ from inboxsort.db import (
     open_database,
     utcnow,
 )
+from inboxsort.db.locks import fleet_lock
 from inboxsort.db.queries import corrections_since
 from inboxsort.db.training import mark_corrections_used, pool_looks
 from inboxsort.errors import InboxsortError
@@ -196,11 +197,18 @@ def _retrain(
     store = ModelStore(config.paths.models, db)
     # Lock first: the active version and the pool must not be read before another attempt
     # (daemon or CLI) has finished promoting and marking what it used.
-    with _exclusive(config.paths.models) as mine:
+    with _exclusive(config.paths.models) as mine, fleet_lock(db, "retrain") as fleet_wide:
         active = store.active_version()
         if not mine:
             return RetrainOutcome(
                 ran=False, reason="skipped: another retrain is running", active=active
+            )
+        if not fleet_wide:
+            # Another node of the fleet trains now, on the corrections of every node.
+            return RetrainOutcome(
+                ran=False,
+                reason="skipped: a retrain is running elsewhere in the fleet",
+                active=active,
             )
         # Holding the lock, no attempt is running: work folders left here are from one killed
         # with its parent (the daemon SIGKILLed), whose `finally` never ran.

@@ -1,0 +1,71 @@
+"""One node's part in a fleet of daemons sharing one database (and perhaps one inbox)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from inboxsort.config import Config
+from inboxsort.db.session import sqlite_path
+from inboxsort.errors import StoreError
+from inboxsort.intake.ledger import Ledger
+from inboxsort.intake.recovery import RecoveryReport, recover
+
+log = logging.getLogger(__name__)
+
+# How often a node of a fleet looks for dead nodes whose files it should take over.
+FLEET_CHECK_SECONDS = 2.0
+
+
+class Fleet:
+    """Start-up recovery, the takeover of dead nodes, and the release of claims at a stop.
+
+    A SQLite file has one daemon (its lock file sees to it), which recovers everything. Any
+    other database may have a fleet: each node recovers its own work and that of dead nodes,
+    never the moves a live node is making.
+    """
+
+    def __init__(self, config: Config, ledger: Ledger, *, rescan: Callable[[], None]) -> None:
+        self.shared = sqlite_path(config.database.url) is None
+        self._config = config
+        self._ledger = ledger
+        self._rescan = rescan
+        self._stopped: set[str] = set()
+
+    def recover(self) -> RecoveryReport:
+        """At start: finish this node's interrupted moves (and a dead node's, in a fleet)."""
+        report = recover(
+            self._ledger,
+            self._config.paths,
+            sole=not self.shared,
+            stale_seconds=self._config.node.stale_seconds,
+        )
+        if self.shared:
+            self._stopped = self._ledger.fleet_stopped()
+        return report
+
+    def check(self) -> None:
+        """Take over dead nodes' claims and rows; rescan when some node left files behind."""
+        if not self.shared:
+            return
+        report = recover(
+            self._ledger,
+            self._config.paths,
+            sole=False,
+            own=False,
+            stale_seconds=self._config.node.stale_seconds,
+        )
+        stopped = self._ledger.fleet_stopped()
+        if report.taken_over or stopped - self._stopped:
+            # Their files are free again: look at the whole inbox now, not at the next rescan.
+            self._rescan()
+        self._stopped = stopped
+
+    def release(self) -> None:
+        """At a stop: free this node's claims, so the others take what it leaves in the inbox."""
+        if not self.shared:
+            return
+        try:
+            self._ledger.release_mine()
+        except StoreError as exc:
+            log.warning("cannot release this node's claims; a restart will: %s", exc)
