@@ -95,12 +95,7 @@ def collect_stats(
         per_hour = [0] * 24
         for received in received_since(session, first_hour):
             per_hour[min(23, int((received - first_hour).total_seconds() // 3600))] += 1
-        beats = read_heartbeats(session)
-        nodes = [daemon_status(b, now=now, stale_seconds=stale_seconds) for b in beats]
-        mine = [b for b in beats if b.node == node] if node is not None else []
-        latest = sorted(beats, key=lambda b: b.heartbeat_at or now - dt.timedelta(days=36500))
-        heartbeat = mine[0] if mine else (latest[-1] if latest else None)
-        daemon = daemon_status(heartbeat, now=now, stale_seconds=stale_seconds)
+        daemon, nodes = _fleet(read_heartbeats(session), node, now, stale_seconds)
     return {
         "images": {
             "total": sum(by_status.values()),
@@ -123,6 +118,17 @@ def collect_stats(
         "daemon": daemon,
         "nodes": nodes,
     }
+
+
+def _fleet(
+    beats: list[DaemonState], node: str | None, now: dt.datetime, stale_seconds: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """`node`'s status (or, with no row for it, the node that beat last's), and every node's."""
+    nodes = [daemon_status(b, now=now, stale_seconds=stale_seconds) for b in beats]
+    mine = [b for b in beats if b.node == node]
+    latest = sorted(beats, key=lambda b: b.heartbeat_at or now - dt.timedelta(days=36500))
+    heartbeat = mine[0] if mine else (latest[-1] if latest else None)
+    return daemon_status(heartbeat, now=now, stale_seconds=stale_seconds), nodes
 
 
 def _ago(seconds: float) -> str:

@@ -75,9 +75,7 @@ def relabel(
     model_version: int | None = None,
     node: str | None = None,
 ) -> Relabeled:
-    """Record one correction for a filed image and move it to library/<new_label>/.
-
-    `node`: the node name the correction records (the config's [node] name)."""
+    """Record one correction (made on `node`) for a filed image; move it to library/<label>/."""
     check_class(new_label, classes)
     src, image_id, before, moving = _filed_row(db, image_path, library=library)
     here = placement(src, library=library, classes=classes, review_folder=review_folder)

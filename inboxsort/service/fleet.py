@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 from inboxsort.config import Config
-from inboxsort.db.session import sqlite_path
+from inboxsort.db.session import is_shared
 from inboxsort.errors import StoreError
 from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.recovery import RecoveryReport, recover
@@ -26,7 +26,7 @@ class Fleet:
     """
 
     def __init__(self, config: Config, ledger: Ledger, *, rescan: Callable[[], None]) -> None:
-        self.shared = sqlite_path(config.database.url) is None
+        self.shared = is_shared(config.database.url)
         self._config = config
         self._ledger = ledger
         self._rescan = rescan

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from inboxsort.config import Config
-from inboxsort.db.session import sqlite_path
+from inboxsort.db.session import is_shared, sqlite_path
 from inboxsort.errors import ConfigError
 from inboxsort.files import loggable
 
@@ -39,12 +39,13 @@ _UNSUPPORTED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EI
 def lock_files(config: Config) -> list[tuple[str, Path]]:
     """(what it guards, its lock file) for the database, if it is a file, then the inbox."""
     files: list[tuple[str, Path]] = []
-    database = sqlite_path(config.database.url)  # a bad URL: open_database reports it
-    if database is None:
+    if is_shared(config.database.url):
         # A fleet: daemons on one database may share one inbox, each file claimed in the
         # database; a second daemon under the same node name is refused there (run.py).
         return files
-    files.append((f"the database {database}", Path(f"{database}{DATABASE_LOCK_SUFFIX}")))
+    database = sqlite_path(config.database.url)  # a bad URL: open_database reports it
+    if database is not None:
+        files.append((f"the database {database}", Path(f"{database}{DATABASE_LOCK_SUFFIX}")))
     inbox = config.paths.inbox
     files.append((f"the inbox {inbox}", inbox / INBOX_LOCK_NAME))
     return files

@@ -214,9 +214,9 @@ def test_a_retrain_running_on_one_node_makes_the_others_skip(fleet, cli_env) -> 
         training = FleetLock(db, "retrain")  # node a, training now
         assert training.acquire()
         try:
+            command = ["--config", str(b.config_path), "retrain", "--force", "--json"]
             done = subprocess.run(
-                [sys.executable, "-m", "inboxsort", "--config", str(b.config_path)]
-                + ["retrain", "--force", "--json"],
+                [sys.executable, "-m", "inboxsort", *command],
                 env=cli_env,
                 capture_output=True,
                 text=True,
