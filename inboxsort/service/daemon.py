@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import queue
@@ -41,7 +42,7 @@ from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.live import LiveModel
 from inboxsort.model.registry import ModelStore
 from inboxsort.own_filings import OwnFilings
-from inboxsort.service.fleet import FLEET_CHECK_SECONDS, Fleet
+from inboxsort.service.fleet import FLEET_CHECK_SECONDS, Fleet, listen_for_models
 from inboxsort.service.lock import INBOX_LOCK_NAME
 from inboxsort.service.notify import Notifier
 
@@ -139,6 +140,9 @@ class Daemon:
             reconcile_library(self._library_tracker(), self.stop_event)
         workers = self.config.batch.inference_workers
         stages = [("intake", self.intake.run), ("heartbeat", self._heartbeat_loop)]
+        if self.fleet.shared and not self.once:
+            listen = functools.partial(listen_for_models, self.db, on_change=self.reload_event.set)
+            stages.append(("model-changes", listen))
         stages += [(f"inference-{n}", self.inference.run) for n in range(1, workers + 1)]
         for name, target in stages:
             thread = threading.Thread(target=target, args=(self.stop_event,), name=name)

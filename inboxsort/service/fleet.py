@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from inboxsort.config import Config
+from inboxsort.db import Database
+from inboxsort.db.listen import ModelChanges
 from inboxsort.db.session import is_shared
 from inboxsort.errors import StoreError
 from inboxsort.intake.ledger import Ledger
@@ -69,3 +72,24 @@ class Fleet:
             self._ledger.release_mine()
         except StoreError as exc:
             log.warning("cannot release this node's claims; a restart will: %s", exc)
+
+
+def listen_for_models(
+    db: Database, stop: threading.Event, *, on_change: Callable[[], None]
+) -> None:
+    """Until `stop`: call `on_change` as soon as any node activates a version (PostgreSQL
+    NOTIFY); a thread of the daemon. The daemon's poll sees each change too, seconds later."""
+    changes = ModelChanges(db)
+    if not changes.supported:
+        stop.wait()
+        return
+    try:
+        while not stop.is_set():
+            try:
+                if changes.wait(timeout=1.0):
+                    on_change()
+            except Exception as exc:  # a lost connection: the poll covers the gap
+                log.warning("listening for model changes: %s; trying again in 5 s", exc)
+                stop.wait(5.0)
+    finally:
+        changes.close()

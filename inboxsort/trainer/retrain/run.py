@@ -136,7 +136,7 @@ def _exclusive(models_dir: Path) -> Iterator[bool]:
 def _job(config: Config, plan: RetrainPlan, store: ModelStore, workdir: Path) -> RetrainJob:
     t, r = config.train, config.retrain
     return RetrainJob(
-        model_dir=store.folder(plan.active),
+        model_dir=store.local(plan.active),
         version=plan.active,
         classes=plan.classes,
         train=tuple(i.labelled() for i in plan.train),
@@ -242,7 +242,7 @@ def _train_and_judge(
     planned_at: dt.datetime,
     stop: threading.Event | None,
 ) -> RetrainOutcome:
-    active_card = read_card(store.folder(active))
+    active_card = read_card(store.local(active))
     plan = make_plan(config, db, pool, active=active, classes=active_card["classes"])
     if not plan.used_ids:
         return RetrainOutcome(
