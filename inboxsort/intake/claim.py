@@ -62,11 +62,12 @@ class Intake:
         watch: WatchConfig,
         batch: BatchConfig,
         model: LiveModel,
-        ledger: Ledger,
+        ledger: Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
-        # Claims go through the database: daemons sharing the inbox each get other files.
+        # With a ledger, claims go through the database: daemons sharing the inbox (a fleet)
+        # each get other files. Without, this daemon is the inbox's only one (its lock file).
         self._ledger = ledger
         self.watch = watch
         self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
@@ -227,23 +228,26 @@ class Intake:
             if stop.is_set():
                 return False
         claim = Claim.from_stat(path, st, received_at=utcnow())
-        fleet_key = self._claim_in_database(claim)
-        if fleet_key is None:
-            self._slots.release()
-            return True
+        fleet_key = None
+        if self._ledger is not None:
+            fleet_key = self._claim_in_database(claim, self._ledger)
+            if fleet_key is None:
+                self._slots.release()
+                return True
         with self._lock:
             self._by_inode[key] = path
             self._by_path[path] = key
-            self._keys[key] = fleet_key
+            if fleet_key is not None:
+                self._keys[key] = fleet_key
         self._pool.submit(self._decode, claim)
         return True
 
-    def _claim_in_database(self, claim: Claim) -> str | None:
+    def _claim_in_database(self, claim: Claim, ledger: Ledger) -> str | None:
         """The claim's key once this node holds it; None when another node does, or the file
         left meanwhile (that node filed it: a claim goes only after its file has gone)."""
         fleet_key = claim.fleet_key(self.root)
         try:
-            claimed = self._ledger.claim(fleet_key, claim.path)
+            claimed = ledger.claim(fleet_key, claim.path)
         except StoreError as exc:
             # The next rescan looks again; the file stays where it is.
             log.warning("cannot claim %s: %s", loggable(claim.path), exc)
@@ -270,7 +274,7 @@ class Intake:
         return fleet_key
 
     def _release_in_database(self, keys: list[str]) -> None:
-        if not keys:
+        if not keys or self._ledger is None:
             return
         try:
             self._ledger.release(keys)

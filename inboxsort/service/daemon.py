@@ -91,7 +91,7 @@ class Daemon:
             watch=watch,
             batch=config.batch,
             model=self.model,
-            ledger=self.ledger,
+            ledger=self.ledger if self.fleet.shared else None,
         )
         self.inference = InferencePool(
             model=self.model,

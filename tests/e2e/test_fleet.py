@@ -232,3 +232,53 @@ def test_a_retrain_running_on_one_node_makes_the_others_skip(fleet, cli_env) -> 
         again = FleetLock(db, "retrain")
         assert again.acquire()  # free once the trainer lets go
         again.release()
+
+
+OTHER = {"cats": "dogs", "dogs": "cats"}
+
+
+def test_corrections_on_two_nodes_retrain_a_version_every_node_serves(
+    fleet, spawn, run_cli, validation_jpegs
+) -> None:
+    a, b = fleet("a"), fleet("b")
+    url = a.config.database.url
+    node_a, node_b = spawn(a, log_name="a"), spawn(b, log_name="b")
+    node_a.wait_ready()
+    node_b.wait_ready()
+    images = validation_jpegs["cats"][40:48] + validation_jpegs["dogs"][40:48]
+    for source in images:
+        shutil.copyfile(source, a.inbox / source.name)
+    wait_for(lambda: settled(url, a, len(images)), "the images to be filed")
+    # Three corrections made on each node (`inboxsort label`, each with its node's config).
+    for i, row in enumerate(rows(url)[:6]):
+        site = a if i % 2 else b
+        done = run_cli("--config", site.config_path, "label", row.path, OTHER[row.label])
+        assert done.returncode == 0, done.stderr
+    with open_database(url) as db, db.session() as session:
+        assert Counter(c.node for c in session.scalars(select(Correction))) == {"a": 3, "b": 3}
+
+    # Node a trains, on the corrections of both nodes.
+    done = run_cli("--config", a.config_path, "retrain", "--force", "--json", timeout=600)
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["ran"] is True and outcome["candidate"] == 2, outcome
+    assert outcome["new_corrections"] == 6
+    if not outcome["promoted"]:
+        # The gate may reject a candidate trained on so little: activated by hand (on node a),
+        # which reaches node b all the same.
+        forced = run_cli("--config", a.config_path, "models", "activate", "2", "--force")
+        assert forced.returncode == 0, forced.stderr
+
+    # Node b never trained version 2 and shares no models folder: it fetches it and swaps.
+    node_b.wait_log("model version 2 loaded", "node b to swap version 2 in", timeout=120)
+    node_a.wait_log("model version 2 loaded", "node a to swap version 2 in", timeout=120)
+    assert "fetching it" in node_b.log()
+    assert sha256_of(b.models / "0002" / "model.keras") == sha256_of(
+        a.models / "0002" / "model.keras"
+    )
+    late = validation_jpegs["dogs"][60]
+    shutil.copyfile(late, a.inbox / late.name)
+    wait_for(lambda: settled(url, a, len(images) + 1), "a later image to be filed")
+    (row,) = [r for r in rows(url) if r.original_name == late.name]
+    assert row.model_version == 2
+    stop_all(node_a, node_b)
