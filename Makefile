@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-fleet clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-daemon: install
 # LiteRT against Keras in one run: agreement, model-only, end to end, start-up, memory.
 bench-runtimes: install
 	$(BIN)/python bench/runtimes.py --data $(DATA)/validation
+
+# One node against two sharing one inbox, on the local PostgreSQL server (needs psycopg).
+bench-fleet: install
+	$(BIN)/python bench/fleet_bench.py --data $(DATA)/validation | tee bench/results/fleet.txt
 
 # The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
 BASE ?= HEAD~1
