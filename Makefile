@@ -17,12 +17,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-fleet clean
+.PHONY: install run test lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-db bench-fleet clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -78,7 +78,12 @@ bench-daemon: install
 bench-runtimes: install
 	$(BIN)/python bench/runtimes.py --data $(DATA)/validation
 
-# One node against two sharing one inbox, on the local PostgreSQL server (needs psycopg).
+# One daemon node on SQLite against PostgreSQL (the local server), and the rows/s the server
+# takes for the daemon's writes; writes bench/results/db_backends.txt and .json.
+bench-db: install
+	$(BIN)/python bench/db_backends.py --data $(DATA)/validation | tee bench/results/db_backends.txt
+
+# One node against two sharing one inbox, on the local PostgreSQL server.
 bench-fleet: install
 	$(BIN)/python bench/fleet_bench.py --data $(DATA)/validation | tee bench/results/fleet.txt
 

@@ -24,6 +24,7 @@ import pytest
 from inboxsort.config import PathsConfig
 from inboxsort.db import Database, open_database
 from inboxsort.intake.filing import REVIEW_FOLDER
+from tests.helpers import pgdb
 from tests.helpers.filedrows import CLASSES
 from tests.helpers.imagegen import copy_first_images
 
@@ -99,6 +100,34 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database = open_database(f"sqlite:///{tmp_path / 'inboxsort.db'}")
     yield database
     database.close()
+
+
+@pytest.fixture(scope="module")
+def pg_module_url() -> Iterator[str]:
+    """A database of its own on the PostgreSQL test server for this test module, dropped after."""
+    url = pgdb.create_database()
+    yield url
+    pgdb.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database, once for each backend: a SQLite file under tmp_path, or
+    the module's PostgreSQL database, its tables emptied after the test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'inboxsort.db'}"
+        return
+    url: str = request.getfixturevalue("pg_module_url")
+    yield url
+    pgdb.empty_tables(url)
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL test server (no schema), dropped after the test."""
+    url = pgdb.create_database()
+    yield url
+    pgdb.drop_database(url)
 
 
 # --------------------------------------------------------------------------------------------

@@ -128,7 +128,12 @@ def filed_paths(session: Session, path: str, *, below: bool = False) -> list[tup
     where: ColumnElement[bool] = Image.path == path
     if below:
         # Everything below the folder, as a range the path index serves ('0' follows '/').
-        where = (Image.path > path + os.sep) & (Image.path < path + chr(ord(os.sep) + 1))
+        column: ColumnElement[str] = Image.path.expression
+        if session.get_bind().dialect.name == "postgresql":
+            # A range of code points, whatever the database's collation (en_US would sort
+            # '/' among letters); SQLite always compares bytes.
+            column = Image.path.collate("C")
+        where = (column > path + os.sep) & (column < path + chr(ord(os.sep) + 1))
     stmt = select(Image.id, Image.path).where(Image.status == STATUS_FILED, where)
     return [(row.id, row.path) for row in session.execute(stmt)]
 

@@ -59,8 +59,13 @@ def build_select(query: ImageQuery) -> Select[Any]:
     if query.corrected:
         stmt = stmt.where(Image.id.in_(select(Correction.image_id)))
     column = Image.__table__.columns[query.sort]
-    # id breaks ties, so equal sort keys keep arrival order and pages are stable.
-    order = [column.desc(), Image.id.desc()] if query.descending else [column, Image.id]
+    # id breaks ties, so equal sort keys keep arrival order and pages are stable. NULLs (no
+    # score yet) count as the smallest value on every backend, as SQLite has it; PostgreSQL
+    # alone would put them last going up and first going down.
+    if query.descending:
+        order = [column.desc().nulls_last(), Image.id.desc()]
+    else:
+        order = [column.asc().nulls_first(), Image.id.asc()]
     stmt = stmt.order_by(*order)
     return stmt if query.limit is None else stmt.limit(query.limit)
 

@@ -1,8 +1,8 @@
-"""Opening the database: engine, SQLite pragmas, read-only access and Alembic migrations."""
+"""Opening the database: engine, SQLite pragmas or PostgreSQL session settings, read-only
+access and Alembic migrations."""
 
 from __future__ import annotations
 
-import errno
 import os
 import sqlite3
 import time
@@ -18,9 +18,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inboxsort.db.failures import describe_db_error as describe_db_error
+from inboxsort.db.failures import is_disk_full_error as is_disk_full_error
+from inboxsort.db.failures import is_transient_db_error as is_transient_db_error
 from inboxsort.errors import StoreError
 
 _DB_DIR = Path(__file__).resolve().parent
@@ -32,15 +35,9 @@ BUSY_TIMEOUT_MS = 30_000
 # retry.py takes over: its waits end when the daemon is stopping, SQLite's own do not.
 DAEMON_BUSY_TIMEOUT_MS = 1_000
 
-# SQLite primary result codes for "another connection holds the lock".
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-# ... and for "database or disk is full" (no space, or a quota, under the database).
-_SQLITE_FULL = 13
-# PostgreSQL SQLSTATEs worth a retry: serialization failure, deadlock, lock not available.
-_PG_RETRY_CODES = frozenset({"40001", "40P01", "55P03"})
-_PG_DISK_FULL = "53100"
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# pg_advisory_xact_lock key that serialises schema migrations between processes (any bigint
+# works, as long as nothing else in the database uses it): "ibxs-mig" read as a number.
+MIGRATION_LOCK_KEY = int.from_bytes(b"ibxs-mig", "big")
 
 
 class Database:
@@ -87,13 +84,6 @@ def safe_url(url: str | URL) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<invalid database URL>"
-
-
-def describe_db_error(exc: BaseException) -> str:
-    """Return the short driver message of a database error (no SQL, no background link)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return str(exc.orig)
-    return str(exc)
 
 
 def sqlite_file(url: URL) -> Path | None:
@@ -158,11 +148,15 @@ def _check_known(connection: Connection) -> str | None:
 def _migrate(engine: Engine) -> None:
     """Run Alembic `upgrade head` on the engine, serialised against other processes."""
     with engine.connect() as conn, conn.begin():
+        # Take a lock first so a daemon and a CLI starting together do not both try to create
+        # the tables; the loser waits and then finds head.
         if engine.dialect.name == "sqlite":
-            # Take the write lock first so a daemon and a CLI starting together do not both
-            # try to create the tables; the loser waits (busy_timeout) and finds head.
             conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            # PostgreSQL's DDL is transactional: the lock and the migration end together.
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         _check_known(conn)
         command.upgrade(_alembic_config(conn), "head")
     # The pooled connection goes back with the busy timeout its engine was opened with.
@@ -203,6 +197,17 @@ def _switch_to_wal(cursor: Any, patience: float) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def _postgres_options(readonly: bool, lock_timeout_ms: int) -> dict[str, Any]:
+    """connect_args of a PostgreSQL engine: its session settings, sent when connecting."""
+    # lock_timeout plays SQLite's busy_timeout: a statement waits that long for another
+    # writer's row lock, then fails with 55P03, which the retry loop of retry.py waits out.
+    options = f"-c lock_timeout={int(lock_timeout_ms)}"
+    if readonly:
+        # Every transaction of this engine is READ ONLY: the server refuses any write.
+        options += " -c default_transaction_read_only=on"
+    return {"options": options, "application_name": "inboxsort"}
 
 
 def _engine_url(url: URL, *, readonly: bool) -> URL:
@@ -251,9 +256,15 @@ def open_database(
     if is_sqlite:
         # The daemon's threads share the pool; SQLite itself serialises access.
         kwargs["connect_args"] = {"check_same_thread": False}
+    elif parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = _postgres_options(readonly, busy_timeout_ms)
+        # A pooled connection the server dropped (a restart) is replaced, not handed out.
+        kwargs["pool_pre_ping"] = True
     try:
         engine = create_engine(engine_url, **kwargs)
-    except (SQLAlchemyError, ImportError) as exc:
+    except ImportError as exc:
+        raise StoreError(f"cannot open database {shown}: {exc}{_driver_hint(parsed)}") from exc
+    except SQLAlchemyError as exc:
         raise StoreError(f"cannot open database {shown}: {exc}") from exc
     if is_sqlite:
         event.listen(engine, "connect", _set_sqlite_pragmas(readonly, busy_timeout_ms))
@@ -276,6 +287,16 @@ def open_database(
     return Database(engine, url, readonly=readonly)
 
 
+def _driver_hint(url: URL) -> str:
+    """What to install or write when a URL's driver is missing (PostgreSQL: psycopg 3)."""
+    if url.get_backend_name() != "postgresql":
+        return ""
+    return (
+        " (PostgreSQL needs psycopg 3: pip install 'inboxsort[postgres]', and a URL that "
+        "starts with postgresql+psycopg://)"
+    )
+
+
 def current_revision(db: Database) -> str | None:
     """Return the Alembic revision the database is at, or None if it has none."""
     try:
@@ -283,56 +304,6 @@ def current_revision(db: Database) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the schema revision of {safe_url(db.url)}: {exc}") from exc
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc`, the driver error it wraps, and a few `raise ... from` causes (e.g. StoreError)."""
-    found: list[BaseException] = []
-    seen: BaseException | None = exc
-    for _ in range(5):  # follow the wrappers a little way
-        if seen is None:
-            break
-        found.append(seen)
-        if isinstance(seen, DBAPIError) and seen.orig is not None:
-            found.append(seen.orig)
-        seen = seen.__cause__
-    return found
-
-
-def _is_locked(orig: BaseException) -> bool:
-    if isinstance(orig, sqlite3.OperationalError):
-        code = getattr(orig, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
-            return True
-        text = str(orig).lower()
-        if "database is locked" in text or "database is busy" in text:
-            return True
-        if "database table is locked" in text:
-            return True
-    return getattr(orig, "pgcode", None) in _PG_RETRY_CODES
-
-
-def _is_full(orig: BaseException) -> bool:
-    if isinstance(orig, sqlite3.OperationalError):
-        code = getattr(orig, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF == _SQLITE_FULL:
-            return True
-        if "database or disk is full" in str(orig).lower():
-            return True
-    if isinstance(orig, OSError) and orig.errno in _FULL_ERRNOS:
-        return True
-    return getattr(orig, "pgcode", None) == _PG_DISK_FULL
-
-
-def is_disk_full_error(exc: BaseException) -> bool:
-    """Tell whether `exc` says the database cannot grow: SQLITE_FULL, ENOSPC or EDQUOT."""
-    return any(_is_full(e) for e in _causes(exc))
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """Tell whether `exc` is worth another try later: a lock held by another writer, or a
-    database that cannot grow for now (a full disk, a quota); see is_disk_full_error."""
-    return any(_is_locked(e) or _is_full(e) for e in _causes(exc))
 
 
 def database_write_problem(url: str) -> tuple[str, str] | None:

@@ -57,9 +57,10 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def site(make_config) -> Iterator[Site]:
-    """A config under tmp_path with the shipped model active (classes cats, dogs)."""
-    config_path = make_config()
+def site(make_config, db_url) -> Iterator[Site]:
+    """A config under tmp_path with the shipped model active (classes cats, dogs), its
+    database on SQLite and on PostgreSQL."""
+    config_path = make_config(database_url=db_url)
     config = load_config(config_path)
     for name in CLASSES:
         (config.paths.library / name).mkdir(parents=True)

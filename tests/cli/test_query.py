@@ -34,9 +34,11 @@ from tests.helpers.querysite import AGE, BY_AGE, NOW, ROWS, Site, build_site, ru
 COLUMNS = [c.key for c in Image.__table__.columns]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, config_writer) -> Site:
-    return build_site(tmp_path_factory.mktemp("query"), config_writer)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(request, tmp_path_factory, config_writer) -> Site:
+    """The eight rows, in a SQLite file or in the module's PostgreSQL database."""
+    url = request.getfixturevalue("pg_module_url") if request.param == "postgresql" else None
+    return build_site(tmp_path_factory.mktemp("query"), config_writer, url)
 
 
 def ids(site: Site, **filters: Any) -> list[int]:

@@ -20,9 +20,11 @@ from inboxsort.db.heartbeat import write_heartbeat
 from tests.helpers.querysite import AGE, NOW, Site, build_site, run
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, config_writer) -> Site:
-    return build_site(tmp_path_factory.mktemp("stats"), config_writer)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def site(request, tmp_path_factory, config_writer) -> Site:
+    """The eight rows, in a SQLite file or in the module's PostgreSQL database."""
+    url = request.getfixturevalue("pg_module_url") if request.param == "postgresql" else None
+    return build_site(tmp_path_factory.mktemp("stats"), config_writer, url)
 
 
 @pytest.fixture

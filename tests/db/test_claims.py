@@ -1,13 +1,23 @@
-"""Claims on a shared inbox and the takeover of dead nodes (inboxsort.db.claims), real SQLite.
-
-The same statements run on PostgreSQL in tests/e2e/test_fleet.py, under two real daemons.
+"""Claims on a shared inbox and the takeover of dead nodes (inboxsort.db.claims), on a real
+SQLite file and on the real PostgreSQL server; tests/e2e/test_fleet.py runs them under daemons.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
-from inboxsort.db import DAEMON_LOST, DAEMON_STOPPED, STATUS_PENDING, Database, Image, utcnow
+import pytest
+
+from inboxsort.db import (
+    DAEMON_LOST,
+    DAEMON_STOPPED,
+    STATUS_PENDING,
+    Database,
+    Image,
+    open_database,
+    utcnow,
+)
 from inboxsort.db.claims import (
     claim_holders,
     pending_of,
@@ -18,6 +28,13 @@ from inboxsort.db.claims import (
 from inboxsort.db.heartbeat import read_heartbeat, write_heartbeat
 
 KEY = "k" * 64
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated database, once on SQLite and once on PostgreSQL."""
+    with open_database(db_url) as database:
+        yield database
 
 
 def claim(db: Database, node: str, key: str = KEY) -> bool:

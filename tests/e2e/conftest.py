@@ -18,10 +18,15 @@ from tests.helpers.daemonkit import DaemonProcess, Site, make_site, spawn_daemon
 
 @pytest.fixture
 def new_site(tmp_path: Path, tiny_model: Path, config_writer) -> Callable[..., Site]:
-    """new_site(name="site", **{section: {key: value}}) -> a Site with tiny_model active as v1."""
+    """new_site(name="site", database_url=None, **{section: {key: value}}) -> a Site with
+    tiny_model active as v1 (database_url: another database than the site's SQLite file)."""
 
-    def make(name: str = "site", **overrides: dict[str, Any]) -> Site:
-        return make_site(tmp_path / name, tiny_model, config_writer, **overrides)
+    def make(
+        name: str = "site", database_url: str | None = None, **overrides: dict[str, Any]
+    ) -> Site:
+        return make_site(
+            tmp_path / name, tiny_model, config_writer, database_url=database_url, **overrides
+        )
 
     return make
 

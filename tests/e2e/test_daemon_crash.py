@@ -290,8 +290,8 @@ def test_sighup_retries_a_version_that_failed_to_load(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_run_once_files_everything_present_and_exits_0(new_site, spawn, validation_jpegs):
-    site = new_site()
+def test_run_once_files_everything_present_and_exits_0(new_site, spawn, validation_jpegs, db_url):
+    site = new_site(database_url=db_url)
     sources = flood(validation_jpegs, 6, offset=40)
     expected = {}
     for i, source in enumerate(sources):

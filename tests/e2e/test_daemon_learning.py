@@ -17,11 +17,12 @@ RETRAIN_SECONDS = 300.0  # a child process imports TensorFlow and trains, on 2 b
 
 
 def test_the_scheduled_job_skips_below_the_threshold_then_learns_the_users_moves(
-    new_site, validation_jpegs, caplog
+    new_site, validation_jpegs, caplog, db_url
 ):
     caplog.set_level(logging.INFO, logger="inboxsort")
     wanted = 6
     site = new_site(
+        database_url=db_url,
         # every 1.8 s: the job runs many times during the test; one run at a time.
         retrain={"every_minutes": 0.03, "min_new_corrections": wanted, "epochs": 1},
         filing={"review_below": 0.0},

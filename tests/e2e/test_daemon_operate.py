@@ -12,9 +12,9 @@ from tests.helpers.imagegen import TEXT_BYTES
 
 
 def test_query_and_stats_read_a_running_daemons_database(
-    new_site, spawn, run_cli, validation_jpegs
+    new_site, spawn, run_cli, validation_jpegs, db_url
 ):
-    site = new_site()
+    site = new_site(database_url=db_url)
     daemon = spawn(site)
     daemon.wait_ready(READY_SECONDS)
     sources = validation_jpegs["cats"][20:24] + validation_jpegs["dogs"][20:22]

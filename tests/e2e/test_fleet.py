@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,39 +31,19 @@ from inboxsort.db import (
     open_database,
 )
 from inboxsort.db.locks import FleetLock
+from tests.helpers import pgdb
 from tests.helpers.daemonkit import DaemonProcess, Site, files_under, sha256_of, wait_for
 from tests.helpers.imagegen import write_noise_images
 
-psycopg = pytest.importorskip("psycopg", reason="the postgres dependency group is not installed")
-
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 FLOOD = 300
 STALE_SECONDS = 5.0
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    """A fresh database on the project's PostgreSQL server for this module; dropped after."""
-    name = f"inboxsort_fleet_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
-def fleet_db(pg_url: str) -> Iterator[str]:
-    """The module's database, emptied of the previous test's rows."""
-    with open_database(pg_url) as db, db.begin() as session:
-        for table in (Correction, InboxClaim, Image, DaemonState):
-            session.query(table).delete()
-        from inboxsort.db import ModelVersion
-
-        session.query(ModelVersion).delete()
-    yield pg_url
+def fleet_db(pg_module_url: str) -> Iterator[str]:
+    """The module's database on the PostgreSQL test server, emptied after each test."""
+    yield pg_module_url
+    pgdb.empty_tables(pg_module_url)
 
 
 @pytest.fixture

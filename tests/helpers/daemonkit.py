@@ -151,8 +151,16 @@ class Site:
         assert url.startswith("sqlite:///"), url
         return Path(url.removeprefix("sqlite:///"))
 
+    @property
+    def on_sqlite(self) -> bool:
+        return self.config.database.url.startswith("sqlite:")
+
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Rows of raw SQL on a read-only sqlite3 connection: cheap enough to poll often."""
+        """Rows of raw SQL (`?` parameters) on a read-only connection of the site's database,
+        plain sqlite3 or psycopg: cheap enough to poll often. JSON columns come back as text,
+        as SQLite has them."""
+        if not self.on_sqlite:
+            return pg_query(self.config.database.url, sql, *args)
         uri = f"file:{self.database_file}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
             return conn.execute(sql, args).fetchall()
@@ -242,14 +250,34 @@ class Site:
         return matches[0]
 
 
+def pg_query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Site.query on PostgreSQL: a read-only psycopg connection, JSON loaded as text."""
+    import psycopg
+    from psycopg.types.string import TextLoader
+
+    from tests.helpers.pgdb import _conninfo
+
+    with psycopg.connect(_conninfo(url), autocommit=True) as conn:
+        conn.read_only = True
+        conn.adapters.register_loader("json", TextLoader)
+        return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), args).fetchall()]
+
+
 def make_site(
-    root: Path, model_folder: Path, writer: Callable[..., Path], **overrides: Mapping[str, Any]
+    root: Path,
+    model_folder: Path,
+    writer: Callable[..., Path],
+    *,
+    database_url: str | None = None,
+    **overrides: Mapping[str, Any],
 ) -> Site:
     """Folders, the config (FAST_SETTINGS + overrides), a migrated database, model v1 active.
 
-    `writer` is the session's write_config (the config_writer fixture).
+    `writer` is the session's write_config (the config_writer fixture); `database_url` replaces
+    its SQLite file (e.g. a PostgreSQL test database).
     """
-    config_path = writer(root, toml_sections(merged(overrides)))
+    extra = {"database_url": database_url} if database_url else {}
+    config_path = writer(root, toml_sections(merged(overrides)), **extra)
     site = Site(root, config_path)
     for folder in (site.inbox, site.library, site.failed, site.duplicates, site.models):
         folder.mkdir(parents=True, exist_ok=True)

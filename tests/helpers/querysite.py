@@ -89,9 +89,10 @@ def populate(db: Database, now: dt.datetime) -> None:
         )
 
 
-def build_site(root: Path, writer) -> Site:
-    """A config under `root` and its database holding ROWS (test_cli_stats.py uses it too)."""
-    config_path = writer(root)
+def build_site(root: Path, writer, database_url: str | None = None) -> Site:
+    """A config under `root` and its database holding ROWS (test_cli_stats.py uses it too);
+    `database_url` replaces the SQLite file under `root` (e.g. a PostgreSQL test database)."""
+    config_path = writer(root, **({"database_url": database_url} if database_url else {}))
     config = load_config(config_path)
     now = utcnow()
     with open_database(config.database.url) as db:

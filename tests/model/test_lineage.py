@@ -1,24 +1,32 @@
 """One model lineage: a version registered on one node loads on another with no shared folder.
 
-Two ModelStores on one real SQLite database, each with its own models folder, stand for two
-nodes of a fleet (the PostgreSQL leg is in tests/e2e/test_fleet.py).
+Two ModelStores on one real database (a SQLite file, then the PostgreSQL server), each with its
+own models folder, stand for two nodes of a fleet; tests/e2e/test_fleet.py has two daemons.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import update
 
-from inboxsort.db import Database, ModelArtifact
+from inboxsort.db import Database, ModelArtifact, open_database
 from inboxsort.errors import ModelError
 from inboxsort.model.artifact import CARD_FILE, MODEL_FILE
 from inboxsort.model.registry import ModelStore
 
 CARD = {"classes": ["cats", "dogs"], "image_size": 8, "metrics": {"test": {"accuracy": 0.75}}}
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated database, once on SQLite and once on PostgreSQL."""
+    with open_database(db_url) as database:
+        yield database
 
 
 @pytest.fixture(scope="module")

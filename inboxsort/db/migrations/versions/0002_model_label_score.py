@@ -34,10 +34,17 @@ _FIRST_OLD_LABEL = """
 # read from app code, so that this revision stays what it is as the package evolves.
 _CLASS_COUNT = """
     CASE WHEN images.model_version = 0 THEN 2 ELSE (
-        SELECT json_array_length(v.classes) FROM model_versions v
+        SELECT {length} FROM model_versions v
         WHERE v.version = images.model_version
     ) END
 """
+# The length of v.classes, NULL when it is not an array: SQLite's json_array_length gives 0 for
+# a JSON null, PostgreSQL's refuses a scalar, so PostgreSQL asks for the type first.
+_LENGTH = {
+    "postgresql": "CASE WHEN json_typeof(v.classes) = 'array' "
+    "THEN json_array_length(v.classes) END",
+}
+_SQLITE_LENGTH = "json_array_length(v.classes)"
 _CORRECTED = "EXISTS (SELECT 1 FROM corrections c WHERE c.image_id = images.id)"
 
 
@@ -52,9 +59,11 @@ def upgrade() -> None:
             f"WHEN {_CORRECTED} THEN ({_FIRST_OLD_LABEL}) ELSE label END"
         )
     )
+    length = _LENGTH.get(op.get_bind().dialect.name, _SQLITE_LENGTH)
+    class_count = _CLASS_COUNT.format(length=length)
     op.execute(
         sa.text(
-            f"UPDATE images SET score = CASE WHEN ({_CLASS_COUNT}) = 2 THEN 1.0 - model_score "
+            f"UPDATE images SET score = CASE WHEN ({class_count}) = 2 THEN 1.0 - model_score "
             f"ELSE NULL END WHERE {_CORRECTED} AND model_label IS NOT NULL "
             "AND label <> model_label"
         )
