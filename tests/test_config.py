@@ -202,6 +202,12 @@ BAD_CONFIGS = [
     ),
     ("[retrain]\nnice = 20\n", "config: retrain.nice = 20: expected an integer from 0 to 19"),
     (
+        '[node]\nname = "scanner 1"\n',
+        "config: node.name = 'scanner 1': expected 1 to 63 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit",
+    ),
+    ("[node]\nstale_seconds = 1\n", "config: node.stale_seconds = 1: expected 5 seconds or more"),
+    (
         "[watch]\nwriter_timeout_seconds = -1\n",
         "config: watch.writer_timeout_seconds = -1: expected 0 or more",
     ),
@@ -513,3 +519,10 @@ def test_cli_flag_beats_env_beats_local(tmp_path, run_cli, make_config):
     local = run_cli("models", "list", cwd=cwd)
     assert local.returncode == 2
     assert "filing.duplicates = 'local'" in local.stderr
+
+
+def test_the_node_name_defaults_to_the_host_name(tmp_path):
+    import socket
+
+    assert load_text(tmp_path, "").node.name == socket.gethostname()
+    assert load_text(tmp_path, '[node]\nname = "nas-2"\n').node.name == "nas-2"
