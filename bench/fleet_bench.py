@@ -3,8 +3,8 @@
 Each setup gets a fresh database on the local server and a fresh shared inbox and library; the
 same images are renamed into the inbox at once, and the time runs from the drop to the last
 row filed. CPU per image is the daemons' CPU time (utime + stime of their processes) and the
-PostgreSQL server's (every `postgres` process on the machine: other work on the server counts
-too, so run it on a quiet machine) over the flood, divided by the images. Both setups run in
+PostgreSQL server's (the backend processes serving this run's database, from pg_stat_activity)
+over the flood, divided by the images. Both setups run in
 one invocation, so the ratio holds where absolute speed varies.
 
 Usage: python bench/fleet_bench.py --data DIR/validation [--images 1000]
@@ -42,17 +42,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every `postgres` process now (server, backends, background workers)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    total += cpu_seconds(int(entry.name))
-            except OSError:
-                continue
-    return total
+def backend_pids(url: str, name: str) -> list[int]:
+    """The server processes serving database `name` now (pg_stat_activity)."""
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("select pid from pg_stat_activity where datname = %s", (name,))
+        return [int(row[0]) for row in rows]
+
+
+def backends_cpu(url: str, name: str) -> dict[int, float]:
+    """CPU seconds so far of each server process serving database `name` (this run's only)."""
+    return {pid: cpu_seconds(pid) for pid in backend_pids(url, name)}
 
 
 def create_database() -> str:
@@ -125,7 +127,7 @@ def run_setup(nodes: int, images: list[Path], work: Path) -> dict[str, Any]:
         staging.mkdir()
         staged = [shutil.copyfile(p, staging / f"{i:05d}-{p.name}") for i, p in enumerate(images)]
         before_cpu = [cpu_seconds(d.proc.pid) for d in daemons]
-        before_pg = postgres_cpu()
+        before_pg = backends_cpu(url, name)
         start = time.monotonic()
         for path in staged:
             path.rename(shared / "inbox" / path.name)
@@ -136,7 +138,9 @@ def run_setup(nodes: int, images: list[Path], work: Path) -> dict[str, Any]:
         daemon_cpu = sum(
             cpu_seconds(d.proc.pid) - b for d, b in zip(daemons, before_cpu, strict=True)
         )
-        pg_cpu = postgres_cpu() - before_pg
+        after_pg = backends_cpu(url, name)
+        # A backend that started during the flood counts from zero.
+        pg_cpu = sum(cpu - before_pg.get(pid, 0.0) for pid, cpu in after_pg.items())
         library = sum(1 for p in (shared / "library").rglob("*") if p.is_file())
     finally:
         for daemon in daemons:
