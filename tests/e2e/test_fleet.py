@@ -1,6 +1,7 @@
 """A fleet: several `inboxsort run` processes, node names apart, on one real PostgreSQL database.
 
-They share one inbox and one library (as two machines watching one NAS share would). Each file
+They share one inbox and one library (as two machines watching one NAS share would; in the
+flood, one node polls the inbox as on a network share). Each file
 must be filed exactly once, by whichever node claims it in the database; a node killed with
 SIGKILL must leave nothing stranded (another node takes its claims over once its heartbeat is
 stale); a retrain runs on one node of the fleet at a time.
@@ -47,19 +48,22 @@ def fleet_db(pg_module_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, tiny_model: Path, config_writer, fleet_db: str) -> Callable[[str], Site]:
-    """fleet(node) -> the Site of one node: shared inbox, library, failed and duplicates, its
-    own models folder (tiny_model as version 1, active) and config, all on one database."""
+def fleet(tmp_path: Path, tiny_model: Path, config_writer, fleet_db: str) -> Callable[..., Site]:
+    """fleet(node, polling=False) -> the Site of one node: shared inbox, library, failed and
+    duplicates, its own models folder (tiny_model as version 1, active) and config, all on one
+    database."""
     shared = tmp_path / "shared"
     for folder in ("inbox", "library", "failed", "duplicates"):
         (shared / folder).mkdir(parents=True, exist_ok=True)
     registered: list[int] = []
 
-    def make(node: str) -> Site:
+    def make(node: str, *, polling: bool = False) -> Site:
         root = tmp_path / node
+        # Polling: how a node watches a network share, where inotify misses others' writes.
+        watch = "polling = true\npoll_interval_seconds = 0.5\n" if polling else ""
         extra = (
             f'[node]\nname = "{node}"\nstale_seconds = {STALE_SECONDS}\n'
-            "[watch]\nsettle_seconds = 0.2\nrescan_seconds = 0\n"
+            f"[watch]\nsettle_seconds = 0.2\nrescan_seconds = 0\n{watch}"
             "[batch]\nmax_size = 16\nqueue_size = 64\n"
             "[retrain]\nenabled = false\n"
         )
@@ -135,7 +139,7 @@ def stop_all(*daemons: DaemonProcess) -> None:
 
 
 def test_a_shared_inbox_flood_is_filed_exactly_once(tmp_path, fleet, spawn) -> None:
-    a, b = fleet("a"), fleet("b")
+    a, b = fleet("a"), fleet("b", polling=True)
     node_a, node_b = spawn(a, log_name="a"), spawn(b, log_name="b")
     node_a.wait_ready()
     node_b.wait_ready()
