@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from inboxsort.db import (
     DAEMON_LOST,
@@ -27,6 +27,7 @@ from inboxsort.db import (
     STATUS_FILED,
     Correction,
     DaemonState,
+    Database,
     Image,
     InboxClaim,
     open_database,
@@ -162,14 +163,22 @@ def test_kill_9_of_one_node_mid_flood_strands_nothing(tmp_path, fleet, spawn) ->
     node_b.wait_ready()
     url = a.config.database.url
     expected = drop_flood(tmp_path, a.inbox, FLOOD)
-    # Killed once it has filed some and, as it claims ahead of filing, holds claims.
-    node_a.until(
-        lambda: sum(1 for r in rows(url) if r.node == "a" and r.status == STATUS_FILED) >= 10,
-        "node a to file some of the flood",
-    )
-    node_a.kill9()
-    with open_database(url) as db, db.session() as session:
-        held = session.scalars(select(InboxClaim).where(InboxClaim.node == "a")).all()
+
+    def mid_flood(db: Database) -> bool:
+        """Node a has filed some and holds claims on more (it claims ahead of filing)."""
+        with db.session() as session:
+            filed = session.scalar(
+                select(func.count()).where(Image.node == "a", Image.status == STATUS_FILED)
+            )
+            held = session.scalar(select(func.count()).where(InboxClaim.node == "a"))
+        return (filed or 0) >= 5 and (held or 0) >= 5
+
+    # One connection polled fast: the flood takes seconds, and the kill must land inside it.
+    with open_database(url) as db:
+        node_a.until(lambda: mid_flood(db), "node a to file some and hold claims", interval=0.01)
+        node_a.kill9()
+        with db.session() as session:
+            held = session.scalars(select(InboxClaim).where(InboxClaim.node == "a")).all()
     assert held, "node a held no claims when killed: nothing to take over"
     wait_for(lambda: settled(url, a, FLOOD), "node b to file the rest", timeout=240)
     assert_filed_exactly_once(url, a, expected)
