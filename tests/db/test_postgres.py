@@ -352,3 +352,12 @@ def test_paths_below_a_folder_whatever_the_collation(tmp_path: object) -> None:
         assert below == ["/lib/cats/a.jpg", "/lib/cats/s/c"]
     finally:
         pgdb.drop_database(url)
+
+
+def test_db_upgrade_on_the_command_line(fresh_pg_url: str, make_config, run_cli) -> None:
+    config = make_config(database_url=fresh_pg_url)
+    result = run_cli("--config", config, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"database at revision {head_revision()}\n"
+    with open_database(fresh_pg_url, readonly=True) as db:
+        assert set(inspect(db.engine).get_table_names()) >= TABLES
