@@ -17,7 +17,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 MODEL_FLAGS := --data $(DATA) --image-size 224 --epochs 10 --fine-tune-epochs 10 \
 	--fine-tune-at 100 --batch-size 32 --seed 1337
 
-.PHONY: install run test test-systemd lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill bench-db clean bench-web chromium
+.PHONY: install run test test-systemd lint pytest model model-160 bench bench-daemon bench-decode bench-learning bench-size bench-compare bench-runtimes bench-backfill bench-db bench-fleet clean bench-web chromium
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -91,6 +91,10 @@ bench-backfill: install
 # takes for the daemon's writes; writes bench/results/db_backends.txt and .json.
 bench-db: install
 	$(BIN)/python bench/db_backends.py --data $(DATA)/validation | tee bench/results/db_backends.txt
+
+# One node against two sharing one inbox, on the local PostgreSQL server.
+bench-fleet: install
+	$(BIN)/python bench/fleet_bench.py --data $(DATA)/validation | tee bench/results/fleet.txt
 
 # The daemon end to end against another revision, back to back: make bench-compare BASE=REV.
 BASE ?= HEAD~1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
 import types
 import typing
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inboxsort.config_checks import CHECKS
 from inboxsort.errors import ConfigError
 
 ENV_VAR = "INBOXSORT_CONFIG"
@@ -121,6 +123,15 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class NodeConfig:
+    """This daemon's name in a fleet sharing one database (recorded on every row it writes)."""
+
+    name: str = field(default_factory=socket.gethostname)
+    # A node silent this long (no heartbeat, no clean stop) is dead: its claims are taken over.
+    stale_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """Log output."""
 
@@ -155,6 +166,7 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
     source: Path | None = None
 
 
@@ -162,52 +174,6 @@ _SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
     for f in dataclasses.fields(Config)
     if f.name != "source"
-}
-
-# (section, key) -> check returning an error description, or None when the value is fine.
-_POSITIVE = "a number greater than 0"
-_CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
-    ("train", "image_size"): (lambda v: 32 <= v <= 1024, "an integer from 32 to 1024"),
-    ("train", "batch_size"): (lambda v: v > 0, _POSITIVE),
-    ("train", "epochs"): (lambda v: v >= 0, "0 or more"),
-    ("train", "fine_tune_epochs"): (lambda v: v >= 0, "0 or more"),
-    ("train", "fine_tune_at"): (lambda v: v >= 0, "0 or more"),
-    ("train", "learning_rate"): (lambda v: v > 0, _POSITIVE),
-    ("train", "fine_tune_learning_rate"): (lambda v: v > 0, _POSITIVE),
-    ("train", "label_smoothing"): (lambda v: 0 <= v < 1, "a number from 0 to below 1"),
-    ("batch", "max_size"): (lambda v: v > 0, _POSITIVE),
-    ("batch", "max_delay_ms"): (lambda v: v >= 0, "0 or more"),
-    ("batch", "queue_size"): (lambda v: v > 0, _POSITIVE),
-    ("batch", "decode_workers"): (lambda v: 1 <= v <= 64, "an integer from 1 to 64"),
-    ("batch", "inference_workers"): (lambda v: 1 <= v <= 16, "an integer from 1 to 16"),
-    ("watch", "poll_interval_seconds"): (lambda v: v > 0, _POSITIVE),
-    ("watch", "settle_seconds"): (lambda v: v >= 0, "0 or more"),
-    ("watch", "writer_timeout_seconds"): (lambda v: v >= 0, "0 or more"),
-    ("watch", "rescan_seconds"): (lambda v: v >= 0, "0 or more (0 turns rescans off)"),
-    ("filing", "duplicates"): (lambda v: v in ("keep", "move"), '"keep" or "move"'),
-    ("filing", "review_below"): (lambda v: 0 <= v <= 1, "a probability from 0 to 1"),
-    ("retrain", "every_minutes"): (lambda v: v > 0, _POSITIVE),
-    ("retrain", "min_new_corrections"): (lambda v: v >= 0, "0 or more"),
-    ("retrain", "tolerance"): (lambda v: 0 <= v <= 1, "a fraction from 0 to 1"),
-    ("retrain", "max_minutes"): (lambda v: v > 0, _POSITIVE),
-    ("retrain", "epochs"): (lambda v: v > 0, _POSITIVE),
-    ("retrain", "replay"): (lambda v: v >= 0, "0 or more"),
-    ("retrain", "holdout"): (lambda v: 0 < v < 1, "a fraction between 0 and 1"),
-    ("retrain", "nice"): (lambda v: 0 <= v <= 19, "an integer from 0 to 19"),
-    ("serving", "runtime"): (
-        lambda v: v in ("auto", "litert", "keras"),
-        '"auto", "litert" or "keras"',
-    ),
-    ("web", "port"): (lambda v: 1 <= v <= 65535, "a port from 1 to 65535"),
-    ("web", "host"): (lambda v: bool(v.strip()), "an address to listen on"),
-    ("web", "page_size"): (lambda v: 1 <= v <= 500, "an integer from 1 to 500"),
-    (
-        "logging",
-        "level",
-    ): (
-        lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
-        "DEBUG, INFO, WARNING or ERROR",
-    ),
 }
 
 
@@ -289,7 +255,7 @@ def parse_config(raw: dict[str, Any], *, base: Path, source: Path | None = None)
                 known = ", ".join(f.name for f in dataclasses.fields(cls))
                 raise _fail(full, value, f"a known key of [{name}]: {known}")
             coerced = _coerce(full, value, hints[key], base)
-            check = _CHECKS.get((name, key))
+            check = CHECKS.get((name, key))
             if check is not None and coerced is not None and not check[0](coerced):
                 raise _fail(full, value, check[1])
             values[key] = coerced

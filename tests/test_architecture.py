@@ -114,6 +114,7 @@ def test_layer_checker_reports_each_violation(tmp_path: Path) -> None:
                 "from inboxsort.intake.y import a\nfrom inboxsort.library import x\n"
             ),
             "web/__init__.py": "",
+            "config_checks.py": "",
             "newthing.py": "",
         },
     )

@@ -97,6 +97,8 @@ def test_repo_config_toml_shows_every_key():
         cls = section_field.default_factory
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unset = {k for k, f in fields.items() if f.default is None}
+        # A default that depends on the machine (node.name: the host name) is shown commented.
+        unset |= {k for k, f in fields.items() if f.default_factory is not dataclasses.MISSING}
         assert set(raw[name]) == set(fields) - unset, f"[{name}]"
         section_text = re.split(rf"^\[{name}\]$", text, flags=re.M)[1].split("\n[", 1)[0]
         for key in unset:
@@ -140,7 +142,7 @@ def test_config_is_frozen(tmp_path):
 # Errors: each names the key and the value
 # ---------------------------------------------------------------------------------------------
 
-SECTION_LIST = "batch, database, filing, logging, paths, retrain, serving, train, watch, web"
+SECTION_LIST = "batch, database, filing, logging, node, paths, retrain, serving, train, watch, web"
 
 BAD_CONFIGS = [
     # unknown section / key, a section that is not a table
@@ -202,6 +204,12 @@ BAD_CONFIGS = [
         "config: retrain.holdout = 1: expected a fraction between 0 and 1",
     ),
     ("[retrain]\nnice = 20\n", "config: retrain.nice = 20: expected an integer from 0 to 19"),
+    (
+        '[node]\nname = "scanner 1"\n',
+        "config: node.name = 'scanner 1': expected 1 to 63 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit",
+    ),
+    ("[node]\nstale_seconds = 1\n", "config: node.stale_seconds = 1: expected 5 seconds or more"),
     (
         "[watch]\nwriter_timeout_seconds = -1\n",
         "config: watch.writer_timeout_seconds = -1: expected 0 or more",
@@ -514,3 +522,10 @@ def test_cli_flag_beats_env_beats_local(tmp_path, run_cli, make_config):
     local = run_cli("models", "list", cwd=cwd)
     assert local.returncode == 2
     assert "filing.duplicates = 'local'" in local.stderr
+
+
+def test_the_node_name_defaults_to_the_host_name(tmp_path):
+    import socket
+
+    assert load_text(tmp_path, "").node.name == socket.gethostname()
+    assert load_text(tmp_path, '[node]\nname = "nas-2"\n').node.name == "nas-2"

@@ -73,6 +73,7 @@ def cmd_label(config: Config, args: argparse.Namespace) -> int:
         source=SOURCE_LABEL,
         library=config.paths.library,
         classes=classes,
+        node=config.node.name,
     )
     if done.correction_id is None:
         print(f"{done.new_path} is already labelled {done.new_label}")
@@ -158,6 +159,7 @@ def _apply(
                 classes=list(classifier.classes),
                 score=change["score"],
                 model_version=classifier.version,
+                node=config.node.name,
             )
             change["new_path"] = str(done.new_path)
         except InboxsortError as exc:  # one image that moved meanwhile must not stop all

@@ -312,7 +312,7 @@ def _export(config: Config, store: ModelStore, args: argparse.Namespace) -> int:
     failed = 0
     for version in wanted:
         try:
-            classes = read_card(store.folder(version))["classes"]
+            classes = read_card(store.local(version))["classes"]
             probe = probe_images(config, store.db, classes, args.data)  # ConfigError: none
             flatbuffer = export_version(store, version, probe)
         except ModelError as exc:

@@ -11,13 +11,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inboxsort.cli.common import json_value, open_readonly, write_out
+from inboxsort.cli.common import open_readonly, write_out
 from inboxsort.config import Config
+from inboxsort.service.status import fleet_status
 
 if TYPE_CHECKING:
-    from inboxsort.db import DaemonState, Database
-
-HEARTBEAT_STALE_SECONDS = 30.0
+    from inboxsort.db import Database
 
 
 def add_commands(sub: Any) -> None:
@@ -27,42 +26,26 @@ def add_commands(sub: Any) -> None:
     stats.set_defaults(handler=cmd_stats)
 
 
-def daemon_status(row: DaemonState | None, *, now: dt.datetime) -> dict[str, Any]:
-    """The heartbeat row as JSON-ready data, with `running` judged from its age and state."""
-    from inboxsort.db import DAEMON_STOPPED, DaemonState
+def collect_stats(
+    db: Database,
+    models_dir: Path,
+    *,
+    now: dt.datetime,
+    node: str | None = None,
+    stale_seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Everything `inboxsort stats` reports, as JSON-ready data.
 
-    keys = [c.key for c in DaemonState.__table__.columns if c.key != "id"]
-    out: dict[str, Any] = dict.fromkeys(keys)
-    out.update(running=False, heartbeat_age_seconds=None, uptime_seconds=None)
-    if row is None:
-        out["reason"] = "no daemon has run on this database"
-        return out
-    out.update({k: json_value(getattr(row, k)) for k in keys})
-    age = None if row.heartbeat_at is None else (now - row.heartbeat_at).total_seconds()
-    out["heartbeat_age_seconds"] = None if age is None else round(age, 1)
-    if row.state == DAEMON_STOPPED:
-        out["reason"] = "stopped"
-    elif age is None or age > HEARTBEAT_STALE_SECONDS:
-        # A state other than stopped with an old heartbeat: killed or crashed, not stopped.
-        out["reason"] = (
-            f"state {row.state} but no heartbeat for over {HEARTBEAT_STALE_SECONDS:.0f} s"
-        )
-    else:
-        out["running"], out["reason"] = True, None
-        if row.started_at is not None:
-            out["uptime_seconds"] = round((now - row.started_at).total_seconds())
-    return out
-
-
-def collect_stats(db: Database, models_dir: Path, *, now: dt.datetime) -> dict[str, Any]:
-    """Everything `inboxsort stats` reports, as JSON-ready data."""
+    `daemon` is the node `node` (this config's), or with none the one that beat last;
+    `nodes` has every node of the fleet sharing the database.
+    """
     from inboxsort.db.counts import (
         count_by_label,
         count_by_status,
         count_corrections,
         received_since,
     )
-    from inboxsort.db.heartbeat import read_heartbeat
+    from inboxsort.db.heartbeat import read_heartbeats
     from inboxsort.db.queries import corrections_since
     from inboxsort.model.registry import ModelStore
 
@@ -78,8 +61,9 @@ def collect_stats(db: Database, models_dir: Path, *, now: dt.datetime) -> dict[s
         per_hour = [0] * 24
         for received in received_since(session, first_hour):
             per_hour[min(23, int((received - first_hour).total_seconds() // 3600))] += 1
-        heartbeat = read_heartbeat(session)
-        daemon = daemon_status(heartbeat, now=now)
+        daemon, nodes = fleet_status(
+            read_heartbeats(session), node, now=now, stale_seconds=stale_seconds
+        )
     return {
         "images": {
             "total": sum(by_status.values()),
@@ -100,6 +84,7 @@ def collect_stats(db: Database, models_dir: Path, *, now: dt.datetime) -> dict[s
             for n, count in enumerate(per_hour)
         ],
         "daemon": daemon,
+        "nodes": nodes,
     }
 
 
@@ -132,6 +117,9 @@ def render_stats(stats: dict[str, Any]) -> str:
         + ("" if acc is None else f", test accuracy {acc:.4f}"),
         f"last 24 h: {sum(hours)} images; per hour, oldest first: {' '.join(map(str, hours))}",
     ]
+    if len(stats.get("nodes", [])) > 1:
+        lines.append("nodes:")
+        lines += [f"  {_node_line(n)}" for n in stats["nodes"]]
     if not daemon["running"]:
         age = daemon["heartbeat_age_seconds"]
         last = "" if age is None else f"; last heartbeat {_ago(age)} ago"
@@ -154,9 +142,27 @@ def render_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _node_line(node: dict[str, Any]) -> str:
+    """One node of the fleet: state, last heartbeat, queue, rate; STALE when it went silent."""
+    age = node["heartbeat_age_seconds"]
+    beat = "never" if age is None else f"{_ago(age)} ago"
+    state = "STALE" if node["stale"] else node["state"]
+    rate = "" if node["rate"] is None else f", {node['rate']:.1f} images/s"
+    return (
+        f"{node['node']}: {state}, last heartbeat {beat}, queue {node['queue_depth']}, "
+        f"processed {node['processed']}{rate}"
+    )
+
+
 def cmd_stats(config: Config, args: argparse.Namespace) -> int:
     """Print counts, the active model and whether the daemon is alive."""
     with open_readonly(config) as db:
-        stats = collect_stats(db, config.paths.models, now=dt.datetime.now(dt.UTC))
+        stats = collect_stats(
+            db,
+            config.paths.models,
+            now=dt.datetime.now(dt.UTC),
+            node=config.node.name,
+            stale_seconds=config.node.stale_seconds,
+        )
     write_out(json.dumps(stats, indent=2) + "\n" if args.json else render_stats(stats))
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inboxsort.db.schema import (
-    DAEMON_ROW_ID,
+    DAEMON_LOST,
     DAEMON_RUNNING,
     DAEMON_STARTING,
     DAEMON_STOPPED,
@@ -20,6 +20,8 @@ from inboxsort.db.schema import (
     Correction,
     DaemonState,
     Image,
+    InboxClaim,
+    ModelArtifact,
     ModelVersion,
     UTCDateTime,
     utcnow,
@@ -36,7 +38,7 @@ from inboxsort.db.session import (
 )
 
 __all__ = [
-    "DAEMON_ROW_ID",
+    "DAEMON_LOST",
     "DAEMON_RUNNING",
     "DAEMON_STARTING",
     "DAEMON_STOPPED",
@@ -54,6 +56,8 @@ __all__ = [
     "DaemonState",
     "Database",
     "Image",
+    "InboxClaim",
+    "ModelArtifact",
     "ModelVersion",
     "UTCDateTime",
     "current_revision",

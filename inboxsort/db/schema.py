@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -40,11 +41,11 @@ SOURCE_LABEL = "label"
 SOURCE_REVIEW = "review"
 SOURCE_RECLASSIFY = "reclassify"
 
-DAEMON_ROW_ID = 1
-
 DAEMON_STARTING = "starting"
 DAEMON_RUNNING = "running"
 DAEMON_STOPPED = "stopped"
+# Killed or crashed, and taken over by another node of the fleet (its claims dropped).
+DAEMON_LOST = "lost"
 
 # Explicit constraint names: Alembic batch mode on SQLite and later PostgreSQL migrations
 # need stable names to drop or alter constraints; 0001_initial.py uses the same names.
@@ -215,13 +216,11 @@ class ModelVersion(Base):
 
 
 class DaemonState(Base):
-    """The single row (id DAEMON_ROW_ID) where the running daemon reports its health."""
+    """One row per node (its name is the key) where that node's daemon reports its health."""
 
     __tablename__ = "daemon_state"
 
-    id: Mapped[int] = mapped_column(
-        Integer, primary_key=True, autoincrement=False, default=DAEMON_ROW_ID
-    )
+    node: Mapped[str] = mapped_column(String, primary_key=True)
     pid: Mapped[int | None] = mapped_column(Integer)
     hostname: Mapped[str | None] = mapped_column(String)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -242,4 +241,33 @@ class DaemonState(Base):
     )
 
     def __repr__(self) -> str:
-        return f"DaemonState(pid={self.pid!r}, state={self.state!r})"
+        return f"DaemonState(node={self.node!r}, pid={self.pid!r}, state={self.state!r})"
+
+
+class InboxClaim(Base):
+    """A file of the inbox that one node is processing: the key is unique fleet-wide.
+
+    Daemons sharing an inbox insert a claim before they read a file; the one whose insert
+    lands processes it, the others leave it. The row goes when the file has left the inbox.
+    """
+
+    __tablename__ = "claims"
+
+    # SHA-256 of the file's path under the inbox, size and mtime: what every node sees alike.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    claimed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ModelArtifact(Base):
+    """One file of a model version (model.keras, card.json, model.tflite), kept in the database
+    so that a node can load a version it did not train, with no shared filesystem."""
+
+    __tablename__ = "model_artifacts"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

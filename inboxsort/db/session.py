@@ -96,6 +96,14 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(name)
 
 
+def is_shared(url: str) -> bool:
+    """Whether daemons on other machines may share this database (it is not SQLite)."""
+    try:
+        return make_url(url).get_backend_name() != "sqlite"
+    except ArgumentError:
+        return False
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file a database URL names, for a plain SQLite URL; None otherwise or when invalid."""
     try:

@@ -21,8 +21,10 @@ from inboxsort.backoff import backoff_delay
 from inboxsort.config import BatchConfig, WatchConfig
 from inboxsort.db import utcnow
 from inboxsort.dirfd import PathChanged, lstat_under
+from inboxsort.errors import StoreError
 from inboxsort.files import Ignore, ScanErrors, loggable, scan
 from inboxsort.intake.decode import Retry, Undecodable, read_and_decode
+from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Arrival, Claim, Decoded
 from inboxsort.intake.settle import SettleTracker
 from inboxsort.model.live import LiveModel
@@ -60,9 +62,13 @@ class Intake:
         watch: WatchConfig,
         batch: BatchConfig,
         model: LiveModel,
+        ledger: Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
+        # With a ledger, claims go through the database: daemons sharing the inbox (a fleet)
+        # each get other files. Without, this daemon is the inbox's only one (its lock file).
+        self._ledger = ledger
         self.watch = watch
         self.arrivals: queue.SimpleQueue[Arrival] = queue.SimpleQueue()
         self.ready: queue.SimpleQueue[Decoded] = queue.SimpleQueue()
@@ -83,6 +89,7 @@ class Intake:
         self._lock = threading.Lock()
         self._by_inode: dict[tuple[int, int], Path] = {}
         self._by_path: dict[Path, tuple[int, int]] = {}
+        self._keys: dict[tuple[int, int], str] = {}  # the database claim of each local one
         self._attempts: dict[Path, int] = {}
         self._idle = threading.Event()
 
@@ -110,10 +117,13 @@ class Intake:
                 count = self._attempts.get(path, 0) + 1
                 self._attempts[path] = count
                 self.arrivals.put(Arrival(path, delay=retry_delay(count)))
+            keys = []
             for item in items:
                 if item.claim.path not in again:
                     self._attempts.pop(item.claim.path, None)
-                self._release(item.claim)
+                keys.append(self._release(item.claim))
+        # Outside the lock: the database round trip must not hold up the intake thread.
+        self._release_in_database([k for k in keys if k is not None])
 
     # -- the intake thread -----------------------------------------------------------------
 
@@ -218,11 +228,59 @@ class Intake:
             if stop.is_set():
                 return False
         claim = Claim.from_stat(path, st, received_at=utcnow())
+        fleet_key = None
+        if self._ledger is not None:
+            fleet_key = self._claim_in_database(claim, self._ledger)
+            if fleet_key is None:
+                self._slots.release()
+                return True
         with self._lock:
             self._by_inode[key] = path
             self._by_path[path] = key
+            if fleet_key is not None:
+                self._keys[key] = fleet_key
         self._pool.submit(self._decode, claim)
         return True
+
+    def _claim_in_database(self, claim: Claim, ledger: Ledger) -> str | None:
+        """The claim's key once this node holds it; None when another node does, or the file
+        left meanwhile (that node filed it: a claim goes only after its file has gone)."""
+        fleet_key = claim.fleet_key(self.root)
+        try:
+            claimed = ledger.claim(fleet_key, claim.path)
+        except StoreError as exc:
+            # The next rescan looks again; the file stays where it is.
+            log.warning("cannot claim %s: %s", loggable(claim.path), exc)
+            return None
+        if not claimed:
+            # Another node has it: it files it, or a takeover makes it free again (and a
+            # rescan follows). Nothing to remember here.
+            log.debug("%s: claimed by another node", loggable(claim.path))
+            return None
+        try:
+            again = lstat_under(self.root, claim.path)
+        except OSError:
+            again = None
+        if again is None or (again.st_dev, again.st_ino, again.st_size, again.st_mtime_ns) != (
+            claim.device,
+            claim.inode,
+            claim.size,
+            claim.mtime_ns,
+        ):
+            self._release_in_database([fleet_key])
+            if again is not None:
+                self._settle.note(claim.path, self._clock())  # changed: settle it again
+            return None
+        return fleet_key
+
+    def _release_in_database(self, keys: list[str]) -> None:
+        if not keys or self._ledger is None:
+            return
+        try:
+            self._ledger.release(keys)
+        except StoreError as exc:
+            # A claim left behind is dropped when this node restarts or is taken over.
+            log.warning("cannot release %d claim(s): %s", len(keys), exc)
 
     def _decode(self, claim: Claim) -> None:
         try:
@@ -240,7 +298,8 @@ class Intake:
             self.ready.put(result)
             return
         with self._lock:
-            self._release(claim)
+            fleet_key = self._release(claim)
+        self._release_in_database([fleet_key] if fleet_key else [])
 
     def _hold_or_fail(self, decoded: Decoded) -> Decoded | None:
         """A file that does not decode fails only once unchanged for writer_timeout_seconds.
@@ -267,7 +326,8 @@ class Intake:
         with self._lock:
             # Kept back before the claim is released, so idle() never sees it as gone.
             self._holds.put(_Hold(claim.path, self._clock() + wait, claim.size, claim.mtime_ns))
-            self._release(claim)
+            fleet_key = self._release(claim)
+        self._release_in_database([fleet_key] if fleet_key else [])
         return None
 
     def _retry_or_fail(self, retry: Retry) -> Decoded | None:
@@ -280,12 +340,16 @@ class Intake:
             log.debug("%s: %s; trying again later", loggable(path), retry.reason)
             # Re-noted before the claim is released, so idle() never sees it as gone.
             self.arrivals.put(Arrival(path, delay=retry_delay(count)))
-            self._release(retry.claim)
+            fleet_key = self._release(retry.claim)
+        self._release_in_database([fleet_key] if fleet_key else [])
         return None
 
-    def _release(self, claim: Claim) -> None:
-        """Forget a claim (caller holds the lock) and free its slot."""
+    def _release(self, claim: Claim) -> str | None:
+        """Forget a claim (caller holds the lock) and free its slot; returns its database key,
+        for the caller to release once it has let go of the lock."""
         key = (claim.device, claim.inode)
-        if self._by_inode.pop(key, None) is not None:
-            self._by_path.pop(claim.path, None)
-            self._slots.release()
+        if self._by_inode.pop(key, None) is None:
+            return None
+        self._by_path.pop(claim.path, None)
+        self._slots.release()
+        return self._keys.pop(key, None)

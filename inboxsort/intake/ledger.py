@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from inboxsort.db import STATUS_DELETED, STATUS_FILED, STATUS_PENDING, Database, Image, utcnow
-from inboxsort.db.heartbeat import write_heartbeat
+from inboxsort.db.claims import release_claims, release_node, stopped_nodes, try_claim
+from inboxsort.db.heartbeat import read_heartbeat, write_heartbeat
 from inboxsort.db.queries import images_by_id, oldest_by_sha256, pending_by_sources
 from inboxsort.db.retry import retry_locked
 from inboxsort.db.schema import ORIGIN_INBOX
@@ -83,11 +84,13 @@ class Ledger:
         self,
         db: Database,
         *,
+        node: str = "local",
         stop: threading.Event | None = None,
         ping: Callable[[], None] = lambda: None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.db = db
+        self.node = node
         self._stop = stop
         self._ping = ping
         self._sleep = sleep
@@ -139,6 +142,8 @@ class Ledger:
                     if row is None:
                         row = Image(source_path=source, received_at=e.received_at)
                         session.add(row)
+                    # The node that files it (after a takeover, not the one that began it).
+                    row.node = self.node
                     row.original_name = display_path(Path(e.source.name))
                     row.path = source
                     row.dest_path = display_path(e.dest)
@@ -191,14 +196,57 @@ class Ledger:
 
         self.run("recording filed images", write)
 
-    def heartbeat(self, **fields: object) -> None:
-        """Write the daemon_state row (what `inboxsort stats` shows)."""
+    def heartbeat(self, **fields: object) -> str | None:
+        """Write this node's daemon_state row (what `inboxsort stats` shows); returns the
+        state it had before (DAEMON_LOST: another node took this one over meanwhile)."""
+
+        def write() -> str | None:
+            with self.db.begin() as session:
+                before = read_heartbeat(session, self.node)
+                was = None if before is None else before.state
+                write_heartbeat(session, node=self.node, **fields)
+                return was
+
+        return self.run("heartbeat", write)
+
+    def fleet_stopped(self) -> set[str]:
+        """The nodes that stopped or were taken over."""
+
+        def query() -> set[str]:
+            with self.db.session() as session:
+                return stopped_nodes(session)
+
+        return self.run("reading the fleet", query)
+
+    def release_mine(self) -> None:
+        """Drop every claim of this node (it stops: what it did not file stays in the inbox)."""
 
         def write() -> None:
             with self.db.begin() as session:
-                write_heartbeat(session, **fields)
+                release_node(session, self.node)
 
-        self.run("heartbeat", write)
+        self.run("releasing claims", write)
+
+    def claim(self, key: str, path: Path) -> bool:
+        """Claim one inbox file for this node; False when another node holds it."""
+
+        def write() -> bool:
+            with self.db.begin() as session:
+                return try_claim(session, key=key, node=self.node, path=display_path(path))
+
+        return self.run("claiming a file", write)
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Drop this node's claims on these files (they left the inbox, or wait for a look)."""
+        wanted = list(keys)
+        if not wanted:
+            return
+
+        def write() -> None:
+            with self.db.begin() as session:
+                release_claims(session, wanted, node=self.node)
+
+        self.run("releasing claims", write)
 
 
 def complete(row: Image, dest: Path, status: str, now: datetime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -37,6 +38,14 @@ class Claim:
     mtime_ns: int
     is_symlink: bool
     received_at: datetime
+
+    def fleet_key(self, root: Path) -> str:
+        """The file's identity as every node sharing the inbox sees it: where it lies under
+        the inbox, its size and mtime (device and inode differ between machines)."""
+        where = os.fsencode(self.path.relative_to(root))
+        digest = hashlib.sha256(where)
+        digest.update(f"\0{self.size}\0{self.mtime_ns}".encode())
+        return digest.hexdigest()
 
     @classmethod
     def from_stat(cls, path: Path, st: os.stat_result, *, received_at: datetime) -> Claim:

@@ -21,6 +21,8 @@ from inboxsort.db import (
     Image,
     utcnow,
 )
+from inboxsort.db.claims import pending_of, release_all, release_node, take_over_stale
+from inboxsort.db.heartbeat import HEARTBEAT_STALE_SECONDS
 from inboxsort.db.queries import pending_images
 from inboxsort.db.schema import ORIGIN_INBOX
 from inboxsort.dirfd import (
@@ -45,40 +47,80 @@ _TEMP = re.compile(rf"{re.escape(TEMP_PREFIX)}([0-9]+)-.*{re.escape(TEMP_SUFFIX)
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What recovery did: rows completed, requeued, found missing, and temp copies removed."""
+    """What recovery did: rows completed, requeued, found missing, and temp copies removed,
+    and the dead nodes of a fleet whose claims and rows it took over."""
 
     completed: int = 0
     requeued: int = 0
     missing: int = 0
     temp_removed: int = 0
+    taken_over: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return any((self.completed, self.requeued, self.missing, self.temp_removed))
 
 
-def recover(ledger: Ledger, paths: PathsConfig, *, origin: str = ORIGIN_INBOX) -> RecoveryReport:
+def recover(
+    ledger: Ledger,
+    paths: PathsConfig,
+    *,
+    origin: str = ORIGIN_INBOX,
+    sole: bool = True,
+    own: bool = True,
+    stale_seconds: float = HEARTBEAT_STALE_SECONDS,
+) -> RecoveryReport:
     """Reconcile rows a crash left pending with the disk, and remove the daemon's half copies.
 
     Only rows of `origin` are looked at: a backfill's rows (`inboxsort backfill --file`) are
-    recovered by the backfill, one archive folder (`paths.inbox`) at a time.
+    recovered by the backfill, one archive folder (`paths.inbox`) at a time; it never touches
+    the daemons' inbox claims.
+
+    `sole`: this is the only daemon on the database (SQLite: its lock file says so), so every
+    pending row and claim is its own to recover. In a fleet (`sole` False) only the rows and
+    claims of this node (with `own`; at start) and of nodes whose heartbeat went stale (taken
+    over) are: another live node's pending rows are moves it is making right now.
     """
     counts = {"completed": 0, "requeued": 0, "missing": 0}
     temps = 0
+    taken: list[str] = []
 
     def fix() -> None:
-        nonlocal temps
+        nonlocal temps, taken
         for key in counts:
             counts[key] = 0  # a retry after a locked database starts over
         now = utcnow()
         with ledger.db.begin() as session:
-            rows = [r for r in pending_images(session) if _recovers(r, paths, origin)]
+            if sole:
+                rows = pending_images(session)
+                if origin == ORIGIN_INBOX:
+                    release_all(session)
+            else:
+                taken = take_over_stale(
+                    session, node=ledger.node, stale_seconds=stale_seconds, now=now
+                )
+                if own:
+                    release_node(session, ledger.node)
+                nodes = [*taken, *([ledger.node] if own else [])]
+                rows = pending_of(session, nodes, unowned=own) if nodes else []
+            rows = [r for r in rows if _recovers(r, paths, origin)]
             # Before the rows: _recover_row clears the dest_path that names each temp file.
             temps += _remove_own_temps([Path(r.dest_path) for r in rows if r.dest_path], paths)
             for row in rows:
                 counts[_recover_row(row, paths, now)] += 1
 
     ledger.run("recovery", fix)
-    report = RecoveryReport(**counts, temp_removed=temps)
+    report = RecoveryReport(**counts, temp_removed=temps, taken_over=tuple(taken))
+    _log_report(report, stale_seconds)
+    return report
+
+
+def _log_report(report: RecoveryReport, stale_seconds: float) -> None:
+    for name in report.taken_over:
+        log.warning(
+            "node %s stopped beating for over %.0f s: its claims on the inbox are free again",
+            name,
+            stale_seconds,
+        )
     if report:
         log.info(
             "recovery after an unclean stop: %d completed, %d requeued, %d missing, "
@@ -88,7 +130,6 @@ def recover(ledger: Ledger, paths: PathsConfig, *, origin: str = ORIGIN_INBOX) -
             report.missing,
             report.temp_removed,
         )
-    return report
 
 
 def _recovers(row: Image, paths: PathsConfig, origin: str) -> bool:

@@ -20,14 +20,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from inboxsort.config import WatchConfig
 from inboxsort.dirfd import PathChanged, folder_fd
 from inboxsort.files import loggable
 
 log = logging.getLogger(__name__)
 
 
+# An emptied subfolder of the inbox stays this many settle times (at least the minimum) after
+# its last change before it is removed: a copy still writing into it never finds it gone.
+EMPTIED_QUIET_SETTLES = 5
+EMPTIED_QUIET_MIN_SECONDS = 1.0
+
+
 class EmptiedFolders:
     """Inbox subfolders files were filed out of; `sweep` removes those left empty and still."""
+
+    @classmethod
+    def for_inbox(cls, inbox: Path, *, watch: WatchConfig) -> EmptiedFolders:
+        """The daemon's: a folder goes once emptied and still for EMPTIED_QUIET_SETTLES settles."""
+        quiet = max(EMPTIED_QUIET_MIN_SECONDS, EMPTIED_QUIET_SETTLES * watch.settle_seconds)
+        return cls(inbox, quiet_seconds=quiet)
 
     def __init__(
         self, inbox: Path, *, quiet_seconds: float, clock: Callable[[], float] = time.time

@@ -73,8 +73,9 @@ def relabel(
     review_folder: str = REVIEW_FOLDER,
     score: float | None = None,
     model_version: int | None = None,
+    node: str | None = None,
 ) -> Relabeled:
-    """Record one correction for a filed image and move it to library/<new_label>/."""
+    """Record one correction (made on `node`) for a filed image; move it to library/<label>/."""
     check_class(new_label, classes)
     src, image_id, before, moving = _filed_row(db, image_path, library=library)
     here = placement(src, library=library, classes=classes, review_folder=review_folder)
@@ -98,6 +99,7 @@ def relabel(
             correction=source,
             score=score,
             model_version=model_version,
+            node=node,
         )
         if target != src:
             try:
@@ -193,6 +195,7 @@ def _write(
     correction: str | None = None,
     score: float | None = None,
     model_version: int | None = None,
+    node: str | None = None,
 ) -> int | None:
     """Point the row at `path` with `label` and, given a source, add the correction; commit.
 
@@ -217,6 +220,7 @@ def _write(
             old_path=before.path,
             new_path=display_path(path),
             created_at=utcnow(),
+            node=node,
         )
         session.add(entry)
         session.flush()

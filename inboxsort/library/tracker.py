@@ -77,8 +77,10 @@ class LibraryTracker:
         grace_seconds: float = 5.0,
         orphan_seconds: float = 60.0,
         own: OwnFilings | None = None,
+        node: str | None = None,
     ) -> None:
         self.db = db
+        self.node = node  # recorded on each correction it makes
         self._own = own
         self.library = library
         self._model = model  # its classes say which folders are classes, after a swap too
@@ -310,6 +312,7 @@ class LibraryTracker:
                     old_path=row.path,
                     new_path=text,
                     created_at=utcnow(),
+                    node=self.node,
                 )
             )
             log.info("correction (%s): %s: %s → %s", source, loggable(text), row.label, now.label)

@@ -8,6 +8,8 @@ from typing import Any
 
 from inboxsort.db import Database
 from inboxsort.db import versions as version_rows
+from inboxsort.db.artifacts import put_artifacts
+from inboxsort.db.listen import notify_model_change
 from inboxsort.errors import ConfigError, ModelError
 from inboxsort.model.artifact import (
     BUILTIN,
@@ -18,6 +20,7 @@ from inboxsort.model.artifact import (
     write_version_folder,
 )
 from inboxsort.model.classifier import Classifier
+from inboxsort.model.lineage import ensure_local, folder_files
 from inboxsort.model.litert import refusal
 
 
@@ -83,6 +86,13 @@ class ModelStore:
         """The folder holding one version (the package's own folder for the builtin)."""
         return BUILTIN_DIR if version == BUILTIN else self.models_dir / f"{version:04d}"
 
+    def local(self, version: int) -> Path:
+        """The version's folder on this node, fetched from the database if it is not here
+        (or differs from the stored files: each is checked against its SHA-256)."""
+        if version == BUILTIN:
+            return BUILTIN_DIR
+        return ensure_local(self.db, version, self.folder(version))
+
     def _next_version(self) -> int:
         with self.db.session() as session:
             rows = version_rows.version_numbers(session)
@@ -115,11 +125,15 @@ class ModelStore:
         if litert is None:
             card.pop("litert", None)
         folder = write_version_folder(model, card, self.folder(version), litert=litert)
+        files = folder_files(folder)
         with self.db.session() as session, session.begin():
+            # With its row: no node ever sees the version without the files to load it.
+            put_artifacts(session, version, files)
             if activate:
                 # In the same transaction as the insert: no reader ever sees the new version
                 # registered (and promoted) while another one is still active.
                 version_rows.deactivate_all(session)
+                notify_model_change(session)
             version_rows.add_version(
                 session,
                 version=version,
@@ -146,11 +160,12 @@ class ModelStore:
             if version != BUILTIN:
                 if version_rows.version_row(session, version) is None:
                     raise ModelError(f"model version {version} is not registered")
-                if not (self.folder(version) / "model.keras").exists():
+                if not (self.local(version) / "model.keras").exists():
                     raise ModelError(f"model version {version}: {self.folder(version)} is missing")
             version_rows.deactivate_all(session)
             if version != BUILTIN:
                 version_rows.mark_active(session, version)
+            notify_model_change(session)  # every node of a fleet swaps now, not at its poll
 
     def rollback(self) -> int:
         """Activate the active version's parent (or the builtin); returns the version now active."""
@@ -195,7 +210,7 @@ class ModelStore:
     ) -> Classifier:
         """Load a version (the active one by default) for `workers` threads to serve."""
         chosen = self.active_version() if version is None else version
-        folder = self.folder(chosen)
+        folder = self.local(chosen)
         if not (folder / "model.keras").exists():
             if chosen == BUILTIN:
                 raise ModelError(
@@ -211,8 +226,8 @@ class ModelStore:
         Reads files only (the card, and the flatbuffer's SHA-256): no runtime is loaded. A
         version whose card cannot be read serves with nothing: ("none", why).
         """
-        folder = self.folder(version)
         try:
+            folder = self.local(version)
             why = refusal(folder, read_card(folder), runtime)
         except ModelError as exc:
             return "none", str(exc)

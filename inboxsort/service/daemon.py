@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import queue
@@ -15,6 +16,7 @@ from typing import Any
 
 from inboxsort.config import Config
 from inboxsort.db import (
+    DAEMON_LOST,
     DAEMON_RUNNING,
     DAEMON_STARTING,
     DAEMON_STOPPED,
@@ -28,7 +30,6 @@ from inboxsort.intake.filing import Filer
 from inboxsort.intake.inference import BatchReport, InferencePool
 from inboxsort.intake.ledger import Ledger
 from inboxsort.intake.records import Arrival
-from inboxsort.intake.recovery import recover
 from inboxsort.intake.tidy import EmptiedFolders
 from inboxsort.intake.watch import InboxHandler, InboxWatch, make_observer, uses_inotify
 from inboxsort.library.watcher import (
@@ -42,6 +43,7 @@ from inboxsort.model.classifier import Classifier, warm_up
 from inboxsort.model.live import LiveModel
 from inboxsort.model.registry import ModelStore
 from inboxsort.own_filings import OwnFilings
+from inboxsort.service.fleet import FLEET_CHECK_SECONDS, Fleet, listen_for_models
 from inboxsort.service.lock import INBOX_LOCK_NAME
 from inboxsort.service.notify import Notifier
 
@@ -54,10 +56,6 @@ RATE_WINDOW_SECONDS = 60.0  # the throughput systemctl status shows is over this
 _JOIN_SECONDS = 8.0  # stays inside the 10 s the unit's TimeoutStopSec allows for a clean stop
 # How often the daemon checks that the inbox it watches is still the folder at its path.
 INBOX_CHECK_SECONDS = 1.0
-# An emptied subfolder of the inbox stays this many settle times (at least the minimum) after
-# its last change before it is removed: a copy still writing into it never finds it gone.
-EMPTIED_QUIET_SETTLES = 5
-EMPTIED_QUIET_MIN_SECONDS = 1.0
 
 
 class Daemon:
@@ -80,18 +78,23 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.stop_event = threading.Event()
         # Its waits for a locked or full database end when the daemon stops.
-        self.ledger = Ledger(db, stop=self.stop_event, ping=self._ping_watchdog)
+        self.ledger = Ledger(
+            db, node=config.node.name, stop=self.stop_event, ping=self._ping_watchdog
+        )
+        self.fleet = Fleet(config, self.ledger, rescan=self.rescan)
         self.own_filings = OwnFilings()
         self.reload_event = threading.Event()
         self.model = LiveModel(classifier)
         # The inbox's lock file (lock.py) is never an arrival, whatever watch.ignore says.
         watch = dataclasses.replace(config.watch, ignore=(*config.watch.ignore, INBOX_LOCK_NAME))
         self.intake = Intake(
-            root=config.paths.inbox, watch=watch, batch=config.batch, model=self.model
+            root=config.paths.inbox,
+            watch=watch,
+            batch=config.batch,
+            model=self.model,
+            ledger=self.ledger if self.fleet.shared else None,
         )
-        # Subfolders dropped into the inbox go once emptied and still for a while (tidy.py).
-        quiet = max(EMPTIED_QUIET_MIN_SECONDS, EMPTIED_QUIET_SETTLES * config.watch.settle_seconds)
-        self.emptied = EmptiedFolders(config.paths.inbox, quiet_seconds=quiet)
+        self.emptied = EmptiedFolders.for_inbox(config.paths.inbox, watch=config.watch)
         self.inference = InferencePool(
             model=self.model,
             intake=self.intake,
@@ -138,13 +141,16 @@ class Daemon:
             queue_depth=0,
             in_flight=0,
         )
-        recover(self.ledger, self.config.paths)
+        self.fleet.recover()
         if self.once:
             # What a full run's library worker does first, without an observer: the moves and
             # deletions made in the library while no daemon ran.
             reconcile_library(self._library_tracker(), self.stop_event)
         workers = self.config.batch.inference_workers
-        stages = [("intake", self.intake.run)]
+        stages = [("intake", self.intake.run), ("heartbeat", self._heartbeat_loop)]
+        if self.fleet.shared and not self.once:
+            listen = functools.partial(listen_for_models, self.db, on_change=self.reload_event.set)
+            stages.append(("model-changes", listen))
         stages += [(f"inference-{n}", self.inference.run) for n in range(1, workers + 1)]
         for name, target in stages:
             thread = threading.Thread(target=target, args=(self.stop_event,), name=name)
@@ -163,8 +169,7 @@ class Daemon:
             self._watch_library(observer)
             observer.start()
             self._start_schedule()
-        # The scan comes after the observer starts, so a file dropped in between is seen by
-        # one or the other (both is fine: a claim happens once).
+        # Scanned after the observer starts: a file dropped in between is seen (claimed once).
         self.rescan()
         self.ledger.heartbeat(state=DAEMON_RUNNING)
         self.notifier.ready(self.status_line())
@@ -202,6 +207,7 @@ class Daemon:
             model=self.model,
             ignore=self.config.watch.ignore,
             own=self.own_filings,
+            node=self.config.node.name,
         )
 
     def _start_schedule(self) -> None:
@@ -255,8 +261,14 @@ class Daemon:
                 raise
             log.warning("stopping without the last heartbeat: the database is not writable")
 
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        """Beat every HEARTBEAT_SECONDS on a thread of its own: a model load in the supervise
+        loop must not make this node look dead to the rest of the fleet."""
+        while not stop.wait(HEARTBEAT_SECONDS):
+            self.heartbeat()
+
     def _beat(self, last: BatchReport | None) -> None:
-        self.ledger.heartbeat(
+        was = self.ledger.heartbeat(
             state=DAEMON_RUNNING,
             queue_depth=self.inference.queued() + self.intake.waiting(),
             in_flight=self.intake.in_flight(),
@@ -267,10 +279,17 @@ class Daemon:
             last_batch_ms=last.millis if last else None,
             last_batch_at=dt.datetime.fromtimestamp(last.at, dt.UTC) if last else None,
         )
+        if was == DAEMON_LOST:
+            # Another node took this one's claims over (it was silent too long): two nodes
+            # could now file one file. Stop; the restart's recovery makes everything exact.
+            raise InboxsortError(
+                f"node {self.config.node.name} was taken over by another node after no "
+                f"heartbeat for {self.config.node.stale_seconds:.0f} s; stopping"
+            )
 
     def supervise(self, *, tick: float = 0.2) -> None:
         """Run the housekeeping loop (heartbeat, rescans, model swaps) until stopped."""
-        next_beat = next_model = time.monotonic()
+        next_beat = next_model = next_fleet = time.monotonic()
         next_rescan = time.monotonic() + self.config.watch.rescan_seconds
         next_inbox_check = time.monotonic() + INBOX_CHECK_SECONDS
         idle_ticks = 0
@@ -284,9 +303,11 @@ class Daemon:
                     break
             if now >= next_beat:
                 next_beat = now + HEARTBEAT_SECONDS
-                self.heartbeat()
                 self.notifier.status(self.status_line())
             self.emptied.sweep()
+            if now >= next_fleet:
+                next_fleet = now + FLEET_CHECK_SECONDS
+                self.fleet.check()
             if self.config.watch.rescan_seconds > 0 and now >= next_rescan:
                 next_rescan = now + self.config.watch.rescan_seconds
                 self.rescan()
@@ -363,6 +384,7 @@ class Daemon:
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.error("threads still running at exit: %s", ", ".join(stuck))
+        self.fleet.release()  # before "stopped": the others rescan when they see it
         try:
             # One try (the stop event is set): a locked or full database is not waited for.
             self.ledger.heartbeat(
@@ -374,4 +396,5 @@ class Daemon:
             )
         except StoreError as exc:
             log.warning("cannot record the stopped state; stats will show a stale one: %s", exc)
+
         log.info("stopped: %s", self.status_line())

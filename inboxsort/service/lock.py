@@ -4,7 +4,9 @@
 ignores it) are locked with `flock`. The kernel drops such a lock when its process ends, however
 it ends, `kill -9` included, so a stale lock file never blocks a start: only a live holder does.
 The holder writes its pid into the file so that the one refused can say who holds it. Other
-databases (PostgreSQL) have no file here; their daemons are kept apart by the inbox's lock.
+databases (PostgreSQL) have no file here: daemons on one of them form a fleet, which may share
+an inbox (each file is claimed in the database), and each node name runs once (an advisory
+lock, run.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from inboxsort.config import Config
-from inboxsort.db.session import sqlite_path
+from inboxsort.db.session import is_shared, sqlite_path
 from inboxsort.errors import ConfigError
 from inboxsort.files import loggable
 
@@ -37,6 +39,10 @@ _UNSUPPORTED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EI
 def lock_files(config: Config) -> list[tuple[str, Path]]:
     """(what it guards, its lock file) for the database, if it is a file, then the inbox."""
     files: list[tuple[str, Path]] = []
+    if is_shared(config.database.url):
+        # A fleet: daemons on one database may share one inbox, each file claimed in the
+        # database; a second daemon under the same node name is refused there (run.py).
+        return files
     database = sqlite_path(config.database.url)  # a bad URL: open_database reports it
     if database is not None:
         files.append((f"the database {database}", Path(f"{database}{DATABASE_LOCK_SUFFIX}")))

@@ -10,6 +10,7 @@ from types import FrameType
 
 from inboxsort.config import Config
 from inboxsort.db import Database, database_write_problem, open_database
+from inboxsort.db.locks import FleetLock
 from inboxsort.db.session import DAEMON_BUSY_TIMEOUT_MS
 from inboxsort.errors import ConfigError, ModelError
 from inboxsort.model.classifier import Classifier, warm_up
@@ -68,6 +69,13 @@ def run(config: Config, *, once: bool = False) -> int:
         notifier = Notifier.from_environ()
         notifier.status("checking folders and loading the model")
         db, store, classifier = prepare(config)
+        node_lock = FleetLock(db, f"node:{config.node.name}")
+        if not node_lock.acquire():
+            db.close()
+            raise ConfigError(
+                f"another daemon runs as node {config.node.name!r} on this database; "
+                "give each daemon its own [node] name"
+            )
         daemon = Daemon(
             config, db=db, store=store, classifier=classifier, notifier=notifier, once=once
         )
@@ -79,6 +87,7 @@ def run(config: Config, *, once: bool = False) -> int:
             daemon.close()
             restore()
             notifier.close()
+            node_lock.release()
             db.close()
     return 0
 

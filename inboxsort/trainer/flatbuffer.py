@@ -24,6 +24,7 @@ from inboxsort.imageio import load_many
 from inboxsort.layout import still_filed_as
 from inboxsort.model.artifact import load_classifier, read_card
 from inboxsort.model.export import Flatbuffer, attach, convert
+from inboxsort.model.lineage import publish
 from inboxsort.model.registry import ModelStore
 from inboxsort.trainer.dataset import discover, discover_flat, hash_fraction
 
@@ -137,7 +138,7 @@ def export_version(store: ModelStore, version: int, probe: ProbeImages) -> Flatb
     Loads Keras (TensorFlow); writes model.tflite and the updated card.json atomically and
     leaves model.keras alone. Raises ModelError if the conversion fails (nothing is written).
     """
-    folder = store.folder(version)
+    folder = store.local(version)
     card = read_card(folder)
     keras_model = load_classifier(folder, version=version, runtime="keras").model
     pixels, name = probe.pixels(int(card["image_size"]))
@@ -148,4 +149,5 @@ def export_version(store: ModelStore, version: int, probe: ProbeImages) -> Flatb
     except Exception as exc:  # the converter raises many types: report it as the model's
         raise ModelError(f"version {version}: LiteRT conversion failed: {exc}") from None
     attach(folder, flatbuffer)
+    publish(store.db, version, folder)  # the other nodes fetch the new card and flatbuffer
     return flatbuffer

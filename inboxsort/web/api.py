@@ -27,7 +27,7 @@ ROW_KEYS += ("model_score", "model_version", "status", "error", "node", "receive
 
 def collect_stats(ctx: WebContext) -> dict[str, Any]:
     """The dashboard's numbers (the same as /api/stats)."""
-    return collect(ctx.db, ctx.store, now=dt.datetime.now(dt.UTC))
+    return collect(ctx.db, ctx.store, now=dt.datetime.now(dt.UTC), node=ctx.config.node)
 
 
 def _json_value(value: Any) -> Any:
@@ -141,5 +141,5 @@ def models(request: Request) -> Response:
 def metrics(request: Request) -> Response:
     """The Prometheus text exposition format."""
     ctx = context(request)
-    body = exposition(ctx.db, ctx.store)
+    body = exposition(ctx.db, ctx.store, ctx.config.node)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -16,14 +16,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from inboxsort.db import DAEMON_STOPPED, Database
+from inboxsort.config import NodeConfig
+from inboxsort.db import Database
 from inboxsort.db.counts import (
     count_by_label,
     count_by_status,
     count_corrections,
     received_since,
 )
-from inboxsort.db.heartbeat import read_heartbeat
+from inboxsort.db.heartbeat import read_heartbeats
 from inboxsort.db.review import (
     corrections_by_source,
     count_by_status_label,
@@ -31,9 +32,7 @@ from inboxsort.db.review import (
     retrain_outcomes,
 )
 from inboxsort.model.registry import ModelStore
-
-# The same age as `inboxsort stats` allows before it calls a heartbeat stale.
-HEARTBEAT_STALE_SECONDS = 30.0
+from inboxsort.service.status import fleet_status
 
 
 def failure_reason(error: str | None) -> str:
@@ -43,37 +42,9 @@ def failure_reason(error: str | None) -> str:
     return error.split(":", 1)[0].strip()[:60] or "unknown"
 
 
-def daemon_summary(db: Database, *, now: dt.datetime) -> dict[str, Any]:
-    """The heartbeat row as JSON-ready data, and whether the daemon is running now."""
-    with db.session() as session:
-        row = read_heartbeat(session)
-        if row is None:
-            return {"running": False, "reason": "no daemon has run on this database"}
-        age = None if row.heartbeat_at is None else (now - row.heartbeat_at).total_seconds()
-        if row.state == DAEMON_STOPPED:
-            reason: str | None = "stopped"
-        elif age is None or age > HEARTBEAT_STALE_SECONDS:
-            reason = f"no heartbeat for over {HEARTBEAT_STALE_SECONDS:.0f} s"
-        else:
-            reason = None
-        return {
-            "running": reason is None,
-            "reason": reason,
-            "state": row.state,
-            "pid": row.pid,
-            "hostname": row.hostname,
-            "heartbeat_age_seconds": None if age is None else round(age, 1),
-            "queue_depth": row.queue_depth,
-            "in_flight": row.in_flight,
-            "processed": row.processed,
-            "failed": row.failed,
-            "last_batch_size": row.last_batch_size,
-            "last_batch_ms": row.last_batch_ms,
-            "model_version": row.model_version,
-        }
-
-
-def collect(db: Database, store: ModelStore, *, now: dt.datetime) -> dict[str, Any]:
+def collect(
+    db: Database, store: ModelStore, *, now: dt.datetime, node: NodeConfig
+) -> dict[str, Any]:
     """Counts by status, label and reason, corrections, the active model and the daemon."""
     active = store.active_version()
     with db.session() as session:
@@ -88,6 +59,10 @@ def collect(db: Database, store: ModelStore, *, now: dt.datetime) -> dict[str, A
         sources = corrections_by_source(session)
         outcomes = retrain_outcomes(session)
         last_hour = len(received_since(session, now - dt.timedelta(hours=1)))
+        # The node `inboxsort stats` shows with this config: this host's, or the last to beat.
+        daemon, nodes = fleet_status(
+            read_heartbeats(session), node.name, now=now, stale_seconds=node.stale_seconds
+        )
     return {
         "images": {
             "total": sum(by_status.values()),
@@ -102,19 +77,21 @@ def collect(db: Database, store: ModelStore, *, now: dt.datetime) -> dict[str, A
         "corrections": {"total": corrections, "by_source": dict(sorted(sources.items()))},
         "model": {"active_version": active},
         "retrains": outcomes,
-        "daemon": daemon_summary(db, now=now),
+        "daemon": daemon,
+        "nodes": nodes,
     }
 
 
 class _StatsCollector(Collector):
     """Reads the database at each scrape: the exposition is always the database's truth now."""
 
-    def __init__(self, db: Database, store: ModelStore) -> None:
+    def __init__(self, db: Database, store: ModelStore, node: NodeConfig) -> None:
         self.db = db
         self.store = store
+        self.node = node
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        stats = collect(self.db, self.store, now=dt.datetime.now(dt.UTC))
+        stats = collect(self.db, self.store, now=dt.datetime.now(dt.UTC), node=self.node)
         images = GaugeMetricFamily(
             "inboxsort_images",
             "Images in the database by status and label",
@@ -177,8 +154,8 @@ def _daemon_metrics(daemon: dict[str, Any]) -> Iterator[GaugeMetricFamily | Coun
     )
 
 
-def exposition(db: Database, store: ModelStore) -> bytes:
+def exposition(db: Database, store: ModelStore, node: NodeConfig) -> bytes:
     """The Prometheus text format of every metric, read from the database now."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(db, store))
+    registry.register(_StatsCollector(db, store, node))
     return generate_latest(registry)

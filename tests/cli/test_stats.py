@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from inboxsort.cli.stats import collect_stats, daemon_status, render_stats
+from inboxsort.cli.stats import collect_stats, render_stats
 from inboxsort.config import Config, load_config
 from inboxsort.db import DAEMON_RUNNING, DAEMON_STOPPED, DaemonState, open_database, utcnow
 from inboxsort.db.heartbeat import write_heartbeat
+from inboxsort.service.status import daemon_status
 from tests.helpers.querysite import AGE, NOW, Site, build_site, run
 
 
@@ -71,7 +72,7 @@ def test_stats_without_any_heartbeat(empty: Config, capsys) -> None:
 
 def _beat(config: Config, **fields: Any) -> None:
     with open_database(config.database.url) as db, db.begin() as session:
-        write_heartbeat(session, **fields)
+        write_heartbeat(session, node=config.node.name, **fields)
 
 
 def test_stats_with_a_stale_heartbeat(empty: Config, capsys) -> None:
@@ -154,3 +155,33 @@ def test_cli_stats_json_end_to_end(site: Site, run_cli) -> None:
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert stats["images"]["total"] == 8 and stats["daemon"]["running"] is False
+
+
+def test_stats_shows_every_node_and_marks_a_stale_one(empty: Config, capsys) -> None:
+    now = utcnow()
+    with open_database(empty.database.url) as db, db.begin() as session:
+        write_heartbeat(
+            session,
+            node="scanner",
+            state=DAEMON_RUNNING,
+            started_at=now - AGE(seconds=100),
+            heartbeat_at=now - AGE(seconds=1),
+            processed=250,
+            queue_depth=4,
+        )
+        write_heartbeat(
+            session, node="nas", state=DAEMON_RUNNING, heartbeat_at=now - AGE(seconds=120)
+        )
+    assert run(empty, "stats", "--json") == 0
+    nodes = {n["node"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+    assert set(nodes) == {"scanner", "nas"}
+    assert nodes["scanner"]["running"] is True and nodes["scanner"]["stale"] is False
+    assert nodes["scanner"]["rate"] == pytest.approx(2.5, abs=0.1)
+    assert nodes["nas"]["running"] is False and nodes["nas"]["stale"] is True
+    assert run(empty, "stats") == 0
+    text = capsys.readouterr().out
+    assert "nodes:\n" in text
+    assert (
+        "  scanner: running, last heartbeat 1 s ago, queue 4, processed 250, 2.5 images/s" in text
+    )
+    assert "  nas: STALE, last heartbeat 2 min ago, queue 0, processed 0" in text

@@ -59,7 +59,7 @@ def _fill(db: Database) -> None:
                 classes=["cats", "dogs"],
             )
         )
-        s.add(DaemonState(pid=42, state="stopped", heartbeat_at=T0))
+        s.add(DaemonState(node="box", pid=42, state="stopped", heartbeat_at=T0))
 
 
 def _snapshot(db: Database) -> dict[str, list[tuple[object, ...]]]:
@@ -77,7 +77,7 @@ def _snapshot(db: Database) -> dict[str, list[tuple[object, ...]]]:
             for v in s.scalars(select(ModelVersion))
         ]
         found["daemon_state"] = [
-            (d.id, d.pid, d.heartbeat_at) for d in s.scalars(select(DaemonState))
+            (d.node, d.pid, d.heartbeat_at) for d in s.scalars(select(DaemonState))
         ]
     return found
 
@@ -95,6 +95,8 @@ def test_sqlite_into_postgresql_and_back_keeps_every_row_and_id(
                 "corrections": 1,
                 "model_versions": 1,
                 "daemon_state": 1,
+                "claims": 0,
+                "model_artifacts": 0,
             }
             assert _snapshot(target) == before
             # New rows take ids after the copied ones, not 1 again.

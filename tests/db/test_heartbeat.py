@@ -1,25 +1,27 @@
-"""The daemon_state row of inboxsort.db.heartbeat, against a real SQLite file."""
+"""The daemon_state rows (one per node) of inboxsort.db.heartbeat, against a real SQLite file."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
 
-from inboxsort.db import DAEMON_ROW_ID, DaemonState, Database, utcnow
-from inboxsort.db.heartbeat import read_heartbeat, write_heartbeat
+from inboxsort.db import DaemonState, Database, utcnow
+from inboxsort.db.heartbeat import read_heartbeat, read_heartbeats, write_heartbeat
 
 
 def test_heartbeat_upsert_keeps_one_row(db: Database) -> None:
     with db.session() as s:
-        assert read_heartbeat(s) is None
-        write_heartbeat(s, pid=100, hostname="box", state="starting", started_at=utcnow())
+        assert read_heartbeat(s, "a") is None
+        write_heartbeat(s, node="a", pid=100, hostname="box", state="starting", started_at=utcnow())
         s.commit()
     with db.session() as s:
-        row = write_heartbeat(s, state="running", queue_depth=3, processed=10, last_batch_ms=12.5)
+        row = write_heartbeat(
+            s, node="a", state="running", queue_depth=3, processed=10, last_batch_ms=12.5
+        )
         s.commit()
-        assert row.id == DAEMON_ROW_ID
+        assert row.node == "a"
     with db.session() as s:
-        beat = read_heartbeat(s)
+        beat = read_heartbeat(s, "a")
         assert beat is not None
         assert (beat.pid, beat.hostname, beat.state) == (100, "box", "running")
         assert (beat.queue_depth, beat.processed, beat.failed) == (3, 10, 0)
@@ -30,16 +32,30 @@ def test_heartbeat_upsert_keeps_one_row(db: Database) -> None:
 def test_read_heartbeat_sees_fresh_values_in_a_long_session(db: Database) -> None:
     with db.session() as reader:
         with db.session() as s:
-            write_heartbeat(s, state="running")
+            write_heartbeat(s, node="a", state="running")
             s.commit()
-        assert (beat := read_heartbeat(reader)) is not None and beat.state == "running"
+        assert (beat := read_heartbeat(reader, "a")) is not None and beat.state == "running"
         reader.rollback()  # end the read snapshot, as a polling CLI would between reads
         with db.session() as s:
-            write_heartbeat(s, state="stopped")
+            write_heartbeat(s, node="a", state="stopped")
             s.commit()
-        assert (beat := read_heartbeat(reader)) is not None and beat.state == "stopped"
+        assert (beat := read_heartbeat(reader, "a")) is not None and beat.state == "stopped"
 
 
 def test_write_heartbeat_rejects_unknown_fields(db: Database) -> None:
     with db.session() as session, pytest.raises(TypeError, match="bogus"):
-        write_heartbeat(session, bogus=1)
+        write_heartbeat(session, node="a", bogus=1)
+
+
+def test_each_node_has_its_own_row(db: Database) -> None:
+    with db.session() as s:
+        write_heartbeat(s, node="scanner", state="running", processed=5)
+        write_heartbeat(s, node="nas", state="running", processed=7)
+        write_heartbeat(s, node="scanner", state="stopped")
+        s.commit()
+    with db.session() as s:
+        rows = read_heartbeats(s)
+        assert [(r.node, r.state, r.processed) for r in rows] == [
+            ("nas", "running", 7),
+            ("scanner", "stopped", 5),
+        ]

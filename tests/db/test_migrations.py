@@ -18,7 +18,7 @@ from inboxsort.db import Base, Database, current_revision, head_revision, open_d
 from inboxsort.db.session import _alembic_config
 from inboxsort.errors import StoreError
 
-HEAD = "0003"
+HEAD = "0004"
 TABLES = {"images", "corrections", "model_versions", "daemon_state"}
 INDEXES = {
     "images": {

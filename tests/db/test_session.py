@@ -151,7 +151,7 @@ def test_is_transient_db_error_on_a_real_lock(db_file: Path) -> None:
                 conn.exec_driver_sql("PRAGMA busy_timeout=0")
                 with pytest.raises(OperationalError) as info:
                     conn.exec_driver_sql(
-                        "INSERT INTO daemon_state (id, state) VALUES (1, 'running')"
+                        "INSERT INTO daemon_state (node, state) VALUES ('a', 'running')"
                     )
                     conn.commit()
             locker.rollback()

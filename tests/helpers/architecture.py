@@ -38,7 +38,17 @@ LAYERS: tuple[Layer, ...] = (
     Layer("model", ("model",)),
     Layer("db", ("db",)),
     Layer(
-        "primitives", ("files", "dirfd", "imageio", "layout", "own_filings", "backoff", "config")
+        "primitives",
+        (
+            "files",
+            "dirfd",
+            "imageio",
+            "layout",
+            "own_filings",
+            "backoff",
+            "config",
+            "config_checks",
+        ),
     ),
     Layer("base", ("errors", "__init__")),
 )

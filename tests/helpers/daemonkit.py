@@ -172,7 +172,7 @@ class Site:
 
     def heartbeat(self) -> DaemonState | None:
         with open_database(self.config.database.url, readonly=True) as db, db.session() as s:
-            return s.get(DaemonState, 1)
+            return s.get(DaemonState, self.config.node.name)
 
     def register(self, model_folder: Path, *, corrupt: bool = False) -> int:
         """Copy a model folder in as the next version and record it (inactive); its number.

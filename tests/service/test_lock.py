@@ -109,12 +109,18 @@ def test_the_lock_files_sit_next_to_the_database_and_hidden_in_the_inbox(tmp_pat
     assert INBOX_LOCK_NAME.startswith(".")  # ignored by the watcher's default patterns
 
 
-@pytest.mark.parametrize(
-    "url", ["sqlite://", "sqlite:///:memory:", "postgresql+psycopg://u:p@db.example/inboxsort"]
-)
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
 def test_without_a_database_file_only_the_inbox_is_locked(tmp_path, config_writer, url):
     config = config_at(tmp_path, config_writer, database_url=url)
     assert [p for _what, p in lock_files(config)] == [tmp_path / "inbox" / INBOX_LOCK_NAME]
+
+
+def test_a_fleet_database_locks_no_file(tmp_path, config_writer):
+    """PostgreSQL: daemons may share the inbox (claims in the database); tests/e2e/test_fleet.py
+    shows a second daemon under one node name refused by its advisory lock."""
+    url = "postgresql+psycopg://u:p@db.example/inboxsort"
+    config = config_at(tmp_path, config_writer, database_url=url)
+    assert lock_files(config) == []
 
 
 def test_folders_that_do_not_exist_yet_are_created_for_their_lock(tmp_path, config_writer):

@@ -40,6 +40,7 @@ def test_metrics_parse_and_match_inboxsort_stats(
     with site.db.begin() as session:
         write_heartbeat(
             session,
+            node="box",
             state=DAEMON_RUNNING,
             pid=4242,
             hostname="box",

@@ -31,6 +31,7 @@ from inboxsort.db import (
     open_database,
     utcnow,
 )
+from inboxsort.db.locks import fleet_lock
 from inboxsort.db.queries import corrections_since
 from inboxsort.db.training import mark_corrections_used, pool_looks
 from inboxsort.errors import InboxsortError
@@ -136,7 +137,7 @@ def _exclusive(models_dir: Path) -> Iterator[bool]:
 def _job(config: Config, plan: RetrainPlan, store: ModelStore, workdir: Path) -> RetrainJob:
     t, r = config.train, config.retrain
     return RetrainJob(
-        model_dir=store.folder(plan.active),
+        model_dir=store.local(plan.active),
         version=plan.active,
         classes=plan.classes,
         train=tuple(i.labelled() for i in plan.train),
@@ -203,11 +204,18 @@ def _retrain(
     store = ModelStore(config.paths.models, db)
     # Lock first: the active version and the pool must not be read before another attempt
     # (daemon or CLI) has finished promoting and marking what it used.
-    with _exclusive(config.paths.models) as mine:
+    with _exclusive(config.paths.models) as mine, fleet_lock(db, "retrain") as fleet_wide:
         active = store.active_version()
         if not mine:
             return RetrainOutcome(
                 ran=False, reason="skipped: another retrain is running", active=active
+            )
+        if not fleet_wide:
+            # Another node of the fleet trains now, on the corrections of every node.
+            return RetrainOutcome(
+                ran=False,
+                reason="skipped: a retrain is running elsewhere in the fleet",
+                active=active,
             )
         # Holding the lock, no attempt is running: work folders left here are from one killed
         # with its parent (the daemon SIGKILLed), whose `finally` never ran.
@@ -244,7 +252,7 @@ def _train_and_judge(
     stop: threading.Event | None,
     progress: Sink,
 ) -> RetrainOutcome:
-    active_card = read_card(store.folder(active))
+    active_card = read_card(store.local(active))
     plan = make_plan(config, db, pool, active=active, classes=active_card["classes"])
     if not plan.used_ids:
         return RetrainOutcome(
