@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from inboxsort.config import NodeConfig
@@ -25,10 +25,17 @@ from inboxsort.db.counts import (
     received_since,
 )
 from inboxsort.db.heartbeat import read_heartbeats
+from inboxsort.db.histograms import (
+    BATCH_LATENCY,
+    BATCH_SIZE,
+    RETRAIN_SECONDS_BOUNDS,
+    Histogram,
+)
 from inboxsort.db.review import (
     corrections_by_source,
     count_by_status_label,
     failed_errors,
+    retrain_durations,
     retrain_outcomes,
 )
 from inboxsort.model.registry import ModelStore
@@ -90,7 +97,8 @@ class _StatsCollector(Collector):
         self.store = store
         self.node = node
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        yield from _histograms(self.db)
         stats = collect(self.db, self.store, now=dt.datetime.now(dt.UTC), node=self.node)
         images = GaugeMetricFamily(
             "inboxsort_images",
@@ -151,6 +159,47 @@ def _daemon_metrics(daemon: dict[str, Any]) -> Iterator[GaugeMetricFamily | Coun
         "inboxsort_daemon_last_batch_seconds",
         "How long the last batch took",
         value=0.0 if ms is None else ms / 1000,
+    )
+
+
+def _family(name: str, text: str, label: str, by: dict[str, Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, text, labels=[label])
+    for value, histogram in sorted(by.items()):
+        bounds = [str(b) for b in histogram.bounds] + ["+Inf"]  # 1.0, 0.025: as Go writes them
+        family.add_metric(
+            [value], list(zip(bounds, histogram.cumulative(), strict=True)), histogram.sum
+        )
+    return family
+
+
+def _histograms(db: Database) -> Iterator[HistogramMetricFamily]:
+    """Each node's batch histograms from its heartbeat row, and the retrains' durations."""
+    sizes: dict[str, Histogram] = {}
+    latencies: dict[str, Histogram] = {}
+    retrains = {"promoted": Histogram(RETRAIN_SECONDS_BOUNDS)}
+    retrains["refused"] = Histogram(RETRAIN_SECONDS_BOUNDS)
+    with db.session() as session:
+        for row in read_heartbeats(session):
+            stored = row.batch_histograms
+            if isinstance(stored, dict) and BATCH_SIZE in stored and BATCH_LATENCY in stored:
+                sizes[row.node] = Histogram.from_json(stored[BATCH_SIZE])
+                latencies[row.node] = Histogram.from_json(stored[BATCH_LATENCY])
+        for outcome, seconds in retrain_durations(session):
+            retrains[outcome].observe(seconds)
+    yield _family(
+        "inboxsort_batch_size", "Images per batch since the daemon started", "node", sizes
+    )
+    yield _family(
+        "inboxsort_batch_latency_seconds",
+        "Seconds per batch, from its start to its last image filed, since the daemon started",
+        "node",
+        latencies,
+    )
+    yield _family(
+        "inboxsort_retrain_duration_seconds",
+        "Wall seconds of each gated retrain's worker, by the gate's outcome",
+        "outcome",
+        retrains,
     )
 
 
