@@ -9,6 +9,7 @@ So the web process reads the same rows `inboxsort stats` reads, and the two cann
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,8 @@ from inboxsort.db.review import (
 )
 from inboxsort.model.registry import ModelStore
 from inboxsort.service.status import fleet_status
+
+log = logging.getLogger(__name__)
 
 
 def failure_reason(error: str | None) -> str:
@@ -181,9 +184,16 @@ def _histograms(db: Database) -> Iterator[HistogramMetricFamily]:
     with db.session() as session:
         for row in read_heartbeats(session):
             stored = row.batch_histograms
-            if isinstance(stored, dict) and BATCH_SIZE in stored and BATCH_LATENCY in stored:
-                sizes[row.node] = Histogram.from_json(stored[BATCH_SIZE])
-                latencies[row.node] = Histogram.from_json(stored[BATCH_LATENCY])
+            if not stored:
+                continue  # a daemon from before revision 0005, or one that has not started
+            try:
+                size = Histogram.from_json(stored[BATCH_SIZE])
+                latency = Histogram.from_json(stored[BATCH_LATENCY])
+            except (KeyError, TypeError, ValueError) as exc:
+                # One node's damaged row must not cost the whole scrape.
+                log.warning("node %s: unreadable batch_histograms left out: %r", row.node, exc)
+                continue
+            sizes[row.node], latencies[row.node] = size, latency
         for outcome, seconds in retrain_durations(session):
             retrains[outcome].observe(seconds)
     yield _family(

@@ -181,6 +181,8 @@ def test_metrics_have_batch_histograms_per_node_and_retrain_durations(site: WebS
         write_heartbeat(session, node="a", state=DAEMON_RUNNING, batch_histograms=a.to_json())
         write_heartbeat(session, node="b", state=DAEMON_RUNNING, batch_histograms=b.to_json())
         write_heartbeat(session, node="old", state=DAEMON_RUNNING)  # an older daemon: none
+        damaged = {"batch_size": {"bounds": [1], "buckets": [5], "sum": 1, "count": 5}}
+        write_heartbeat(session, node="zz", state=DAEMON_RUNNING, batch_histograms=damaged)
         _retrained(session, 1, promoted=True, total=45.0)
         _retrained(session, 2, promoted=False, total=700.0)
         _retrained(session, 3, promoted=False, total=50.0)
@@ -209,6 +211,7 @@ def test_metrics_have_batch_histograms_per_node_and_retrain_durations(site: WebS
     assert samples[("inboxsort_batch_latency_seconds_sum", (("node", "a"),))] == 0.62
     assert samples[("inboxsort_batch_latency_seconds_count", (("node", "b"),))] == 1
     assert not buckets("inboxsort_batch_size", "node", "old")
+    assert not buckets("inboxsort_batch_size", "node", "zz")  # left out, the rest still served
 
     promoted = buckets("inboxsort_retrain_duration_seconds", "outcome", "promoted")
     refused = buckets("inboxsort_retrain_duration_seconds", "outcome", "refused")
