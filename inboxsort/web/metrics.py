@@ -1,8 +1,9 @@
 """Counts and the daemon's state, for the dashboard, /api/stats and Prometheus's /metrics.
 
 The daemon opens no socket of its own: it already writes its live counters (queue depth, in
-flight, processed, failed, last batch) into the database's heartbeat row every few seconds,
-and every other figure is a count over the images, corrections and model_versions tables.
+flight, processed, failed, last batch, batch histograms) into its heartbeat row every few
+seconds, and every other figure is a count over the images, corrections and model_versions
+tables (retrain durations: the wall seconds each retrained version's metrics recorded).
 So the web process reads the same rows `inboxsort stats` reads, and the two cannot disagree.
 """
 
