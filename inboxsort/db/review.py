@@ -137,6 +137,23 @@ def retrain_outcomes(session: Session) -> dict[str, int]:
     return out
 
 
+def retrain_durations(session: Session) -> list[tuple[str, float]]:
+    """(outcome, the worker's total wall seconds) of each gated version that recorded them."""
+    stmt = select(ModelVersion.promoted, ModelVersion.metrics).where(
+        ModelVersion.promoted.is_not(None)
+    )
+    out = []
+    for promoted, metrics in session.execute(stmt):
+        # Read in Python: JSON paths differ between SQLite and PostgreSQL, and versions from
+        # before wall seconds were recorded (or trained by hand) have none.
+        retrain = metrics.get("retrain") if isinstance(metrics, dict) else None
+        wall = retrain.get("wall_seconds") if isinstance(retrain, dict) else None
+        total = wall.get("total") if isinstance(wall, dict) else None
+        if isinstance(total, int | float):
+            out.append(("promoted" if promoted else "refused", float(total)))
+    return out
+
+
 def mark_sent_back(session: Session, image_id: int, *, note: str) -> None:
     """A failed image's file was moved back to the inbox: its row no longer names a file.
 

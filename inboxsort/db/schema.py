@@ -235,6 +235,8 @@ class DaemonState(Base):
     last_batch_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_batch_ms: Mapped[float | None] = mapped_column(Float)
     model_version: Mapped[int | None] = mapped_column(Integer)
+    # Batch size and latency histograms since the daemon started (see db/histograms.py).
+    batch_histograms: Mapped[Any | None] = mapped_column(JSON)
     # One of DAEMON_STARTING / DAEMON_RUNNING / DAEMON_STOPPED.
     state: Mapped[str] = mapped_column(
         String(16), nullable=False, default=DAEMON_STOPPED, server_default=DAEMON_STOPPED

@@ -9,9 +9,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from inboxsort.db.histograms import (
+    BATCH_LATENCY,
+    BATCH_LATENCY_BOUNDS,
+    BATCH_SIZE,
+    BATCH_SIZE_BOUNDS,
+    Histogram,
+)
 from inboxsort.errors import StoreError
 from inboxsort.intake.batching import Batcher
 from inboxsort.intake.claim import Intake
@@ -31,6 +39,23 @@ class BatchReport:
     millis: float
     at: float
     model_version: int
+
+
+class BatchHistograms:
+    """Every batch's size and seconds since the daemon started, for the heartbeat's JSON."""
+
+    def __init__(self) -> None:
+        self.size = Histogram(BATCH_SIZE_BOUNDS)
+        self.latency = Histogram(BATCH_LATENCY_BOUNDS)
+
+    def observe(self, size: int, seconds: float) -> None:
+        """Count one batch of `size` images that took `seconds`."""
+        self.size.observe(size)
+        self.latency.observe(seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        """The daemon_state.batch_histograms value (shape: inboxsort/db/histograms.py)."""
+        return {BATCH_SIZE: self.size.to_json(), BATCH_LATENCY: self.latency.to_json()}
 
 
 class InferencePool:
@@ -61,6 +86,16 @@ class InferencePool:
         self.processed = 0
         self.failed = 0
         self.last: BatchReport | None = None
+        self.histograms = BatchHistograms()
+
+    def counters(self) -> dict[str, Any]:
+        """The heartbeat's cumulative fields: processed, failed and the batch histograms."""
+        with self._file_lock:
+            return {
+                "processed": self.processed,
+                "failed": self.failed,
+                "batch_histograms": self.histograms.to_json(),
+            }
 
     def queued(self) -> int:
         """Decoded images waiting for a batch."""
@@ -145,7 +180,10 @@ class InferencePool:
             return
         retry = {i.claim.path for i in outcome.retry} | {i.claim.path for i in stale}
         self.intake.done(batch, retry=[i for i in batch if i.claim.path in retry])
-        millis = (time.perf_counter() - start) * 1000
+        seconds = time.perf_counter() - start
+        millis = seconds * 1000
+        with self._file_lock:
+            self.histograms.observe(len(batch), seconds)
         self.last = BatchReport(len(batch), millis, time.time(), classifier.version)
         log.info(
             "batch of %d in %.0f ms: %d filed, %d failed, %d duplicates, %d vanished, %d to retry",

@@ -136,8 +136,7 @@ class Daemon:
             started_at=self._started_at,
             state=DAEMON_STARTING,
             model_version=self.model.version(),
-            processed=0,
-            failed=0,
+            **self.inference.counters(),
             queue_depth=0,
             in_flight=0,
         )
@@ -272,8 +271,7 @@ class Daemon:
             state=DAEMON_RUNNING,
             queue_depth=self.inference.queued() + self.intake.waiting(),
             in_flight=self.intake.in_flight(),
-            processed=self.inference.processed,
-            failed=self.inference.failed,
+            **self.inference.counters(),
             model_version=self.model.version(),
             last_batch_size=last.size if last else None,
             last_batch_ms=last.millis if last else None,
@@ -391,8 +389,7 @@ class Daemon:
                 state=DAEMON_STOPPED,
                 queue_depth=0,
                 in_flight=0,
-                processed=self.inference.processed,
-                failed=self.inference.failed,
+                **self.inference.counters(),
             )
         except StoreError as exc:
             log.warning("cannot record the stopped state; stats will show a stale one: %s", exc)

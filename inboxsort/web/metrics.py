@@ -1,19 +1,21 @@
 """Counts and the daemon's state, for the dashboard, /api/stats and Prometheus's /metrics.
 
 The daemon opens no socket of its own: it already writes its live counters (queue depth, in
-flight, processed, failed, last batch) into the database's heartbeat row every few seconds,
-and every other figure is a count over the images, corrections and model_versions tables.
+flight, processed, failed, last batch, batch histograms) into its heartbeat row every few
+seconds, and every other figure is a count over the images, corrections and model_versions
+tables (retrain durations: the wall seconds each retrained version's metrics recorded).
 So the web process reads the same rows `inboxsort stats` reads, and the two cannot disagree.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from inboxsort.config import NodeConfig
@@ -25,14 +27,23 @@ from inboxsort.db.counts import (
     received_since,
 )
 from inboxsort.db.heartbeat import read_heartbeats
+from inboxsort.db.histograms import (
+    BATCH_LATENCY,
+    BATCH_SIZE,
+    RETRAIN_SECONDS_BOUNDS,
+    Histogram,
+)
 from inboxsort.db.review import (
     corrections_by_source,
     count_by_status_label,
     failed_errors,
+    retrain_durations,
     retrain_outcomes,
 )
 from inboxsort.model.registry import ModelStore
 from inboxsort.service.status import fleet_status
+
+log = logging.getLogger(__name__)
 
 
 def failure_reason(error: str | None) -> str:
@@ -90,7 +101,8 @@ class _StatsCollector(Collector):
         self.store = store
         self.node = node
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        yield from _histograms(self.db)
         stats = collect(self.db, self.store, now=dt.datetime.now(dt.UTC), node=self.node)
         images = GaugeMetricFamily(
             "inboxsort_images",
@@ -151,6 +163,54 @@ def _daemon_metrics(daemon: dict[str, Any]) -> Iterator[GaugeMetricFamily | Coun
         "inboxsort_daemon_last_batch_seconds",
         "How long the last batch took",
         value=0.0 if ms is None else ms / 1000,
+    )
+
+
+def _family(name: str, text: str, label: str, by: dict[str, Histogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, text, labels=[label])
+    for value, histogram in sorted(by.items()):
+        bounds = [str(b) for b in histogram.bounds] + ["+Inf"]  # 1.0, 0.025: as Go writes them
+        family.add_metric(
+            [value], list(zip(bounds, histogram.cumulative(), strict=True)), histogram.sum
+        )
+    return family
+
+
+def _histograms(db: Database) -> Iterator[HistogramMetricFamily]:
+    """Each node's batch histograms from its heartbeat row, and the retrains' durations."""
+    sizes: dict[str, Histogram] = {}
+    latencies: dict[str, Histogram] = {}
+    retrains = {"promoted": Histogram(RETRAIN_SECONDS_BOUNDS)}
+    retrains["refused"] = Histogram(RETRAIN_SECONDS_BOUNDS)
+    with db.session() as session:
+        for row in read_heartbeats(session):
+            stored = row.batch_histograms
+            if not stored:
+                continue  # a daemon from before revision 0005, or one that has not started
+            try:
+                size = Histogram.from_json(stored[BATCH_SIZE])
+                latency = Histogram.from_json(stored[BATCH_LATENCY])
+            except (KeyError, TypeError, ValueError) as exc:
+                # One node's damaged row must not cost the whole scrape.
+                log.warning("node %s: unreadable batch_histograms left out: %r", row.node, exc)
+                continue
+            sizes[row.node], latencies[row.node] = size, latency
+        for outcome, seconds in retrain_durations(session):
+            retrains[outcome].observe(seconds)
+    yield _family(
+        "inboxsort_batch_size", "Images per batch since the daemon started", "node", sizes
+    )
+    yield _family(
+        "inboxsort_batch_latency_seconds",
+        "Seconds per batch, from its start to its last image filed, since the daemon started",
+        "node",
+        latencies,
+    )
+    yield _family(
+        "inboxsort_retrain_duration_seconds",
+        "Wall seconds of each gated retrain's worker, by the gate's outcome",
+        "outcome",
+        retrains,
     )
 
 

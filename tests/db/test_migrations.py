@@ -15,10 +15,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from inboxsort.db import Base, Database, current_revision, head_revision, open_database
+from inboxsort.db.heartbeat import read_heartbeats, write_heartbeat
+from inboxsort.db.histograms import Histogram
 from inboxsort.db.session import _alembic_config
 from inboxsort.errors import StoreError
 
-HEAD = "0004"
+HEAD = "0005"
 TABLES = {"images", "corrections", "model_versions", "daemon_state"}
 INDEXES = {
     "images": {
@@ -280,4 +282,38 @@ def test_upgrading_an_0002_database_marks_old_rows_as_from_the_inbox(db_file: Pa
     with database.engine.connect() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("images")}
     assert "origin" not in columns and "node" not in columns
+    database.close()
+
+
+# ---- 0005: batch histograms in the heartbeat ------------------------------------------------
+
+
+def test_upgrading_an_0004_database_keeps_heartbeats_and_adds_histograms(db_file: Path) -> None:
+    url = f"sqlite:///{db_file}"
+    old = open_database(url, migrate=False)
+    with old.engine.connect() as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "0004")
+    old.close()
+    with sqlite3.connect(db_file) as raw:
+        raw.execute(
+            "INSERT INTO daemon_state (node, pid, state, processed, failed, queue_depth, "
+            "in_flight) VALUES ('box', 42, 'running', 7, 1, 0, 0)"
+        )
+    database = open_database(url)
+    assert current_revision(database) == HEAD
+    with database.session() as session:
+        (row,) = read_heartbeats(session)
+    assert (row.node, row.pid, row.processed, row.batch_histograms) == ("box", 42, 7, None)
+    histograms = {"batch_size": Histogram([1, 2]).to_json()}
+    with database.begin() as session:
+        write_heartbeat(session, node="box", batch_histograms=histograms)
+    with database.session() as session:
+        (row,) = read_heartbeats(session)
+    assert row.batch_histograms == histograms and row.processed == 7
+    with database.engine.connect() as conn, conn.begin():
+        command.downgrade(_alembic_config(conn), "0004")
+    with database.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("daemon_state")}
+        kept = conn.exec_driver_sql("SELECT node, processed FROM daemon_state").one()
+    assert "batch_histograms" not in columns and tuple(kept) == ("box", 7)
     database.close()

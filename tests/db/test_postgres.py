@@ -26,6 +26,7 @@ from inboxsort.db import (
     is_transient_db_error,
     open_database,
 )
+from inboxsort.db.heartbeat import read_heartbeats, write_heartbeat
 from inboxsort.db.queries import filed_paths
 from inboxsort.db.retry import retry_locked
 from inboxsort.db.session import MIGRATION_LOCK_KEY, _alembic_config
@@ -361,3 +362,27 @@ def test_db_upgrade_on_the_command_line(fresh_pg_url: str, make_config, run_cli)
     assert result.stdout == f"database at revision {head_revision()}\n"
     with open_database(fresh_pg_url, readonly=True) as db:
         assert set(inspect(db.engine).get_table_names()) >= TABLES
+
+
+def test_upgrading_an_0004_heartbeat_row_adds_its_histograms_column(fresh_pg_url: str) -> None:
+    old = open_database(fresh_pg_url, migrate=False)
+    with old.engine.connect() as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "0004")
+        conn.exec_driver_sql(
+            "INSERT INTO daemon_state (node, pid, state, processed, failed, queue_depth, "
+            "in_flight) VALUES ('box', 42, 'running', 7, 1, 0, 0)"
+        )
+    old.close()
+    upgraded = open_database(fresh_pg_url)
+    histograms = {"batch_size": {"bounds": [1.0], "buckets": [2, 3], "sum": 5.0, "count": 3}}
+    with upgraded.begin() as session:
+        write_heartbeat(session, node="box", batch_histograms=histograms)
+    with upgraded.session() as session:
+        (row,) = read_heartbeats(session)
+    assert (row.pid, row.processed, row.batch_histograms) == (42, 7, histograms)
+    with upgraded.engine.connect() as conn, conn.begin():
+        command.downgrade(_alembic_config(conn), "0004")
+    with upgraded.engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("daemon_state")}
+    assert "batch_histograms" not in columns
+    upgraded.close()

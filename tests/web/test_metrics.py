@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from inboxsort.db import DAEMON_RUNNING, STATUS_FAILED, Correction, utcnow
 from inboxsort.db import Image as Row
 from inboxsort.db.heartbeat import write_heartbeat
+from inboxsort.db.versions import add_version
+from inboxsort.intake.inference import BatchHistograms
+from inboxsort.trainer.retrain.records import Judged, PlanSummary, RetrainMetrics
 from tests.web.conftest import WebSite, csrf_of
 
 
@@ -139,3 +142,82 @@ def test_stats_json_endpoint(site: WebSite) -> None:
     assert stats["images"]["received_last_hour"] == 4
     assert stats["daemon"]["running"] is False
     assert page.status_code == 200 and 'id="hourly-chart"' in page.text
+
+
+def _retrained(session: Any, version: int, *, promoted: bool | None, total: float | None) -> None:
+    """A version row as a retrain registers it: its metrics carry the worker's wall seconds."""
+    plan = PlanSummary(
+        corrections=8, replay=0, held_out_corrections=2, gate_set=10, gate_source="x", ignored={}
+    )
+    metrics = RetrainMetrics(
+        active=Judged(None, None),
+        candidate=Judged(None, None),
+        gate_source="x",
+        tolerance=0.01,
+        started_at=utcnow(),
+        plan=plan,
+        wall_seconds={} if total is None else {"load": 1.0, "fit": total - 2, "total": total},
+    ).to_json()
+    add_version(
+        session,
+        version=version,
+        path=f"/models/{version:04d}",
+        metrics=metrics,
+        active=False,
+        parent=0,
+        promoted=promoted,
+        note=None,
+        image_size=96,
+        classes=["cats", "dogs"],
+    )
+
+
+def test_metrics_have_batch_histograms_per_node_and_retrain_durations(site: WebSite) -> None:
+    a, b = BatchHistograms(), BatchHistograms()
+    for size, seconds in ((1, 0.02), (16, 0.2), (32, 0.4)):
+        a.observe(size, seconds)
+    b.observe(5, 3.0)
+    with site.db.begin() as session:
+        write_heartbeat(session, node="a", state=DAEMON_RUNNING, batch_histograms=a.to_json())
+        write_heartbeat(session, node="b", state=DAEMON_RUNNING, batch_histograms=b.to_json())
+        write_heartbeat(session, node="old", state=DAEMON_RUNNING)  # an older daemon: none
+        damaged = {"batch_size": {"bounds": [1], "buckets": [5], "sum": 1, "count": 5}}
+        write_heartbeat(session, node="zz", state=DAEMON_RUNNING, batch_histograms=damaged)
+        _retrained(session, 1, promoted=True, total=45.0)
+        _retrained(session, 2, promoted=False, total=700.0)
+        _retrained(session, 3, promoted=False, total=50.0)
+        _retrained(session, 4, promoted=True, total=None)  # from before durations were kept
+        _retrained(session, 5, promoted=None, total=9.0)  # trained by hand: not a retrain
+    with site.client() as client:
+        text = client.get("/metrics").text
+    samples = _samples(text)
+
+    def buckets(name: str, label: str, value: str) -> dict[str, float]:
+        return {
+            dict(labels)["le"]: v
+            for (sample, labels), v in samples.items()
+            if sample == f"{name}_bucket" and (label, value) in labels
+        }
+
+    assert buckets("inboxsort_batch_size", "node", "a") == {
+        "1.0": 1, "2.0": 1, "4.0": 1, "8.0": 1, "16.0": 2, "32.0": 3, "64.0": 3, "+Inf": 3
+    }  # fmt: skip
+    assert samples[("inboxsort_batch_size_sum", (("node", "a"),))] == 49
+    assert samples[("inboxsort_batch_size_count", (("node", "a"),))] == 3
+    assert buckets("inboxsort_batch_size", "node", "b")["4.0"] == 0
+    assert buckets("inboxsort_batch_size", "node", "b")["8.0"] == 1
+    latency = buckets("inboxsort_batch_latency_seconds", "node", "a")
+    assert [latency[le] for le in ("0.01", "0.025", "0.25", "0.5", "+Inf")] == [0, 1, 2, 3, 3]
+    assert samples[("inboxsort_batch_latency_seconds_sum", (("node", "a"),))] == 0.62
+    assert samples[("inboxsort_batch_latency_seconds_count", (("node", "b"),))] == 1
+    assert not buckets("inboxsort_batch_size", "node", "old")
+    assert not buckets("inboxsort_batch_size", "node", "zz")  # left out, the rest still served
+
+    promoted = buckets("inboxsort_retrain_duration_seconds", "outcome", "promoted")
+    refused = buckets("inboxsort_retrain_duration_seconds", "outcome", "refused")
+    assert (promoted["30.0"], promoted["60.0"], promoted["+Inf"]) == (0, 1, 1)
+    assert (refused["30.0"], refused["60.0"], refused["600.0"], refused["1200.0"]) == (0, 1, 1, 2)
+    key = "inboxsort_retrain_duration_seconds"
+    assert samples[(f"{key}_sum", (("outcome", "promoted"),))] == 45
+    assert samples[(f"{key}_sum", (("outcome", "refused"),))] == 750
+    assert samples[(f"{key}_count", (("outcome", "refused"),))] == 2

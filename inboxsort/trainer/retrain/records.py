@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,8 @@ class RetrainMetrics:
     tolerance: float
     started_at: dt.datetime  # when the attempt read the corrections (new_corrections' cutoff)
     plan: PlanSummary
+    # The worker's wall seconds (load, fit, total): /metrics's retrain durations read "total".
+    wall_seconds: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """{"gate": {...}, "test": the candidate's gate-set scores, "retrain": {...}}."""
@@ -234,7 +236,11 @@ class RetrainMetrics:
                 "tolerance": self.tolerance,
             },
             "test": _json_or_none(self.candidate.gate_set),
-            "retrain": {"started_at": self.started_at.isoformat(), **self.plan.to_json()},
+            "retrain": {
+                "started_at": self.started_at.isoformat(),
+                "wall_seconds": dict(self.wall_seconds),
+                **self.plan.to_json(),
+            },
         }
 
     @classmethod
@@ -248,4 +254,5 @@ class RetrainMetrics:
             tolerance=float(gate["tolerance"]),
             started_at=dt.datetime.fromisoformat(retrain["started_at"]),
             plan=PlanSummary.from_json(retrain),
+            wall_seconds={str(k): float(v) for k, v in retrain.get("wall_seconds", {}).items()},
         )

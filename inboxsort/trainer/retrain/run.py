@@ -320,6 +320,7 @@ def _judge_and_register(
         tolerance=config.retrain.tolerance,
         started_at=planned_at,
         plan=plan.summary(),
+        wall_seconds=result.seconds,
     )
     card = _card(active_card, metrics, result)
     litert = _flatbuffer(job, result)

@@ -141,6 +141,7 @@ def test_retrain_metrics_json_is_the_model_versions_shape(tmp_path):
         tolerance=0.01,
         started_at=started,
         plan=plan,
+        wall_seconds={"load": 1.5, "fit": 20.0, "total": 24.5},
     )
     data = through_json(metrics.to_json())
     assert data == {
@@ -153,6 +154,7 @@ def test_retrain_metrics_json_is_the_model_versions_shape(tmp_path):
         "test": figures().to_json(),
         "retrain": {
             "started_at": "2026-05-01T12:30:05.123456+00:00",
+            "wall_seconds": {"load": 1.5, "fit": 20.0, "total": 24.5},
             "corrections": 16,
             "replay": 0,
             "held_out_corrections": 4,
@@ -162,3 +164,6 @@ def test_retrain_metrics_json_is_the_model_versions_shape(tmp_path):
         },
     }
     assert RetrainMetrics.from_json(data) == metrics
+    # Versions retrained before wall seconds were recorded read with none.
+    del data["retrain"]["wall_seconds"]
+    assert RetrainMetrics.from_json(data) == replace(metrics, wall_seconds={})

@@ -284,6 +284,7 @@ def assert_the_metrics_json_keeps_its_shape(card: dict, metrics: dict) -> None:
     assert metrics["test"] == metrics["gate"]["candidate"]["set"]
     assert set(metrics["retrain"]) == {
         "started_at",
+        "wall_seconds",
         "corrections",
         "replay",
         "held_out_corrections",
@@ -291,7 +292,12 @@ def assert_the_metrics_json_keeps_its_shape(card: dict, metrics: dict) -> None:
         "gate_source",
         "ignored",
     }
-    counts = {k: v for k, v in metrics["retrain"].items() if k != "started_at"}
+    # The worker's wall seconds, as the card has them: /metrics's retrain durations.
+    assert metrics["retrain"]["wall_seconds"] == card["wall_seconds"]
+    assert metrics["retrain"]["wall_seconds"]["total"] > 0
+    counts = {
+        k: v for k, v in metrics["retrain"].items() if k not in {"started_at", "wall_seconds"}
+    }
     assert card["data"] == {"source": "corrections", **counts}
     assert RetrainMetrics.from_json(metrics).to_json() == metrics
 
