@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,7 +185,7 @@ def actor_count() -> int:
 
 def results(
     todo: Sequence[Candidate], artifact: Artifact, *, size: int, actors: int
-) -> Iterator[dict[str, np.ndarray]]:
+) -> Generator[dict[str, np.ndarray], None, None]:
     """Stream the classified batches back to the driver as the pool finishes them."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext

@@ -13,7 +13,7 @@ from typing import TextIO
 from inboxsort.backfill import pipeline
 from inboxsort.backfill.filing import FilingWriter, check_apart, recover_moves
 from inboxsort.backfill.progress import Progress, summary
-from inboxsort.backfill.remote import backfill_through_client, is_client_address
+from inboxsort.backfill.remote import EXIT_INTERRUPTED, backfill_through_client, is_client_address
 from inboxsort.backfill.scan import Candidate, check_roots, unrecorded, walk
 from inboxsort.backfill.writer import Result, Writer, unpack
 from inboxsort.config import Config
@@ -22,8 +22,6 @@ from inboxsort.errors import ConfigError
 from inboxsort.model.registry import ModelStore
 
 log = logging.getLogger(__name__)
-
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -136,6 +134,7 @@ def _classify(
     own = pipeline.start_ray(options.address)
     import ray
 
+    batches = None
     try:
         size = pipeline.image_size(artifact)
         progress = Progress(len(todo), out=out, tty=tty, every=options.every)
@@ -147,5 +146,8 @@ def _classify(
             progress.update(writer.tally.done - first)
         progress.update(writer.tally.done - first, final=True)
     finally:
+        # Closed before Ray stops: an interrupted stream's executor thread must not outlive Ray.
+        if batches is not None:
+            batches.close()
         if own:
             ray.shutdown()

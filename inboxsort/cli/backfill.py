@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,17 @@ def add_commands(sub: Any) -> None:
 
 def cmd_backfill(config: Config, args: argparse.Namespace) -> int:
     """Run one backfill over the given folders."""
+    from inboxsort.backfill.remote import EXIT_INTERRUPTED
     from inboxsort.backfill.run import Options, backfill
 
     options = Options(
         roots=args.paths, address=args.ray_address, file=args.file, dry_run=args.dry_run
     )
-    return backfill(config, options, out=sys.stdout, tty=sys.stdout.isatty())
+    code = backfill(config, options, out=sys.stdout, tty=sys.stdout.isatty())
+    if code == EXIT_INTERRUPTED:
+        # Everything is committed and the summary printed; Ray's own threads may still be
+        # winding down after Ctrl-C, and a command the user interrupted must not hang on them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

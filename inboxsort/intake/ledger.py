@@ -142,8 +142,6 @@ class Ledger:
                     if row is None:
                         row = Image(source_path=source, received_at=e.received_at)
                         session.add(row)
-                    # The node that files it (after a takeover, not the one that began it).
-                    row.node = self.node
                     row.original_name = display_path(Path(e.source.name))
                     row.path = source
                     row.dest_path = display_path(e.dest)
@@ -155,7 +153,9 @@ class Ledger:
                     row.model_label, row.model_score = e.label, e.score
                     row.classified_at = utcnow() if e.label is not None else None
                     row.error, row.duplicate_of = e.error, e.duplicate_of
-                    row.origin, row.node = e.origin, e.node
+                    # The node that classified it when not this process (a backfill's Ray
+                    # actor), else the node that files it (after a takeover: the successor).
+                    row.origin, row.node = e.origin, e.node or self.node
                     rows.append(row)
                 session.flush()
                 return [

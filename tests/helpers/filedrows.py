@@ -101,3 +101,14 @@ def serving(classes: tuple[str, ...] = CLASSES) -> LiveModel:
     """The model being served, as the library tracker sees it: only its classes matter there."""
     # No network behind it: the tracker never classifies, it asks which folders are classes.
     return LiveModel(Classifier(model=None, classes=tuple(classes), image_size=160, version=1))
+
+
+def forget_stored_files(db: Database, version: int) -> None:
+    """Drop a version's files from the database, as for a version registered before 0004: its
+    folder on this node is then the only copy, and nothing heals a damaged one."""
+    from sqlalchemy import delete
+
+    from inboxsort.db.schema import ModelArtifact
+
+    with db.begin() as session:
+        session.execute(delete(ModelArtifact).where(ModelArtifact.version == version))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 
 import pytest
 
-from inboxsort.model.classifier import Classifier, warm_up
-from inboxsort.model.nativelog import RETRACING, ExpectedRetracing, native_notices_dropped
+from inboxsort.model.nativelog import native_notices_dropped
 
 # Lines TensorFlow 2.21 and LiteRT printed on this machine (no GPU), as they came.
 NOTICES = [
@@ -56,42 +54,51 @@ def test_importing_tensorflow_prints_nothing(cli_env):
     assert (result.returncode, result.stdout, result.stderr) == (0, "42\n", "")
 
 
-def small_classifier() -> Classifier:
-    """A new Keras model served as the daemon serves one: same predict_on_batch path, tiny."""
-    import keras
+# Run in a fresh interpreter: TensorFlow counts traces per process, and other tests (and
+# setup_logging's filter) change what an in-process run of this would see.
+_SWAP_SCRIPT = """
+import logging
+import keras
+from inboxsort.model.classifier import Classifier, warm_up
+from inboxsort.model.nativelog import RETRACING, ExpectedRetracing
 
-    model = keras.Sequential(
-        [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(1)]
-    )
-    return Classifier(model, ("cats", "dogs"), image_size=4, version=1)
+seen = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        seen.append(record.getMessage())
+tensorflow_log = logging.getLogger("tensorflow")
+tensorflow_log.addHandler(Catch())
+
+def load_three():
+    seen.clear()
+    for _ in range(3):  # as the daemon warms up each new model
+        model = keras.Sequential(
+            [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(1)]
+        )
+        warm_up(Classifier(model, ("cats", "dogs"), image_size=4, version=1), max_batch=16)
+    return any(RETRACING in m for m in seen)
+
+print("unfiltered", load_three())
+tensorflow_log.addFilter(ExpectedRetracing())
+print("filtered", load_three())
+tensorflow_log.warning("another warning")
+print("other kept", seen[-1:] == ["another warning"])
+"""
 
 
-def test_a_model_swap_sets_off_tensorflows_retracing_warning_and_the_filter_drops_only_it(caplog):
+def test_a_model_swap_sets_off_tensorflows_retracing_warning_and_the_filter_drops_only_it(
+    cli_env,
+):
     """Each loaded model traces its own predict graph over the same code: TF counts them all."""
-    caplog.set_level(logging.WARNING, logger="tensorflow")
-
-    def load_three() -> list[str]:
-        caplog.clear()
-        for _ in range(3):
-            warm_up(small_classifier(), max_batch=16)  # as the daemon warms up each new model
-        return [r.getMessage() for r in caplog.records if r.name == "tensorflow"]
-
-    tensorflow_log = logging.getLogger("tensorflow")
-    # An in-process CLI test earlier in the session leaves setup_logging's filter installed.
-    installed = [f for f in tensorflow_log.filters if isinstance(f, ExpectedRetracing)]
-    for existing in installed:
-        tensorflow_log.removeFilter(existing)
-    retracing = ExpectedRetracing()
-    try:
-        assert any(RETRACING in message for message in load_three())  # the cause is real
-        tensorflow_log.addFilter(retracing)
-        assert not any(RETRACING in message for message in load_three())
-        tensorflow_log.warning("another warning")
-        assert caplog.records[-1].getMessage() == "another warning"
-    finally:
-        tensorflow_log.removeFilter(retracing)
-        for existing in installed:
-            tensorflow_log.addFilter(existing)
+    result = subprocess.run(
+        [sys.executable, "-c", _SWAP_SCRIPT],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["unfiltered True", "filtered False", "other kept True"]
 
 
 @pytest.mark.parametrize("line", NOTICES)

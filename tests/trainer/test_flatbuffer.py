@@ -33,7 +33,7 @@ from inboxsort.trainer.flatbuffer import (
 )
 from inboxsort.trainer.retrain.run import SavedModelFile
 from inboxsort.trainer.train import train
-from tests.helpers.filedrows import file_image
+from tests.helpers.filedrows import file_image, forget_stored_files
 from tests.helpers.imagegen import TEXT_BYTES, copy_first_images
 
 CLASSES = ["cats", "dogs"]
@@ -262,6 +262,12 @@ def test_a_damaged_version_folder_is_listed_as_serving_nothing(
     site, tiny_model, tiny_card, capsys
 ) -> None:
     site.register_without_flatbuffer(tiny_model, tiny_card)
+    shutil.rmtree(site.store.folder(1))
+    # With its files in the database the folder is fetched again (model/lineage.py) ...
+    entries = json.loads(run_command(site, capsys, "models", "list", "--json")[1])
+    assert entries[1]["runtime"] == "keras"
+    # ... without them (a version registered before 0004) nothing can serve it.
+    forget_stored_files(site.store.db, 1)
     shutil.rmtree(site.store.folder(1))
     entries = json.loads(run_command(site, capsys, "models", "list", "--json")[1])
     assert entries[0]["runtime"] == "litert" and entries[0]["runtime_reason"] is None

@@ -31,6 +31,7 @@ from inboxsort.trainer.dataset import hash_fraction
 from inboxsort.trainer.retrain.gate import judge
 from inboxsort.trainer.retrain.records import Judged, RetrainMetrics
 from inboxsort.trainer.retrain.run import SavedModelFile, new_corrections, retrain
+from tests.helpers.filedrows import forget_stored_files
 
 CLASSES = ("cats", "dogs")
 # Images the tiny model never saw (it trained on the first 20 of each class).
@@ -306,6 +307,8 @@ def test_a_corrupt_active_model_fails_in_the_worker_and_changes_nothing(make_set
     setup = make_setup(retrain_section(min_new_corrections=1))
     for path in unseen(dataset_root, "dogs", count=4):
         file_image(setup, path, predicted="cats", truth="dogs")
+    # The database's copy would heal the folder (model/lineage.py): a pre-0004 version has none.
+    forget_stored_files(setup.store.db, 1)
     (setup.store.folder(1) / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
     outcome = retrain(setup.config)
     assert outcome.failed and outcome.candidate is None and not outcome.promoted
