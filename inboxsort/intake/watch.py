@@ -96,8 +96,24 @@ def make_observer(config: WatchConfig) -> Any:
         # Full events: a file renamed in from outside the watched tree arrives as a move
         # (complete, filed at once) instead of a creation that waits settle_seconds; a file
         # moved out of the library is told apart from one moved within it.
+        emitter_log = logging.getLogger("watchdog.observers.inotify")
+        if not any(isinstance(f, _EmitterStopping) for f in emitter_log.filters):
+            emitter_log.addFilter(_EmitterStopping())
         return InotifyObserver(generate_full_events=True)
     return Observer()
+
+
+# What watchdog's inotify emitter logs at ERROR when an event arrives while the emitter is
+# being stopped (its read loop runs once more after on_thread_stop closed the inotify handle).
+# Emitters stop only when the daemon stops or re-arms its watch, so the line is expected.
+_EMITTER_STOPPED = "queue_events() called when the thread is inactive"
+
+
+class _EmitterStopping(logging.Filter):
+    """Drops that one line of watchdog's; every other line passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _EMITTER_STOPPED not in record.getMessage()
 
 
 def _folder_identity(path: Path) -> tuple[int, int] | None:

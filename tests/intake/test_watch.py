@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -504,3 +505,16 @@ def test_a_folder_moved_in_and_a_hard_link_are_not_writes_waiting_for_a_close(
     assert Arrival(inbox / "trip", is_dir=True) in seen
     assert Arrival(inbox / "dog.jpg") in seen
     assert [a for a in seen if a.writing] == []
+
+
+def test_an_event_racing_the_observers_stop_logs_no_error(tmp_path, caplog) -> None:
+    """watchdog logs an ERROR when an event arrives while its inotify emitter stops."""
+    native = make_observer(WatchConfig())  # installs the filter, as the daemon's observer does
+    try:
+        emitter_log = logging.getLogger("watchdog.observers.inotify")
+        caplog.set_level(logging.INFO, logger="watchdog.observers.inotify")
+        emitter_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
+        emitter_log.error("another error")
+        assert [r.getMessage() for r in caplog.records] == ["another error"]
+    finally:
+        native.stop()  # watchdog's inotify observer runs a reader thread from construction
