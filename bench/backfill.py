@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import statistics
@@ -30,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.baselines import images_in  # noqa: E402
-from bench.benchkit import write_site  # noqa: E402
+from bench.benchkit import write_results, write_site  # noqa: E402
 from bench.daemon_bench import e2e, flood_run  # noqa: E402
 
 SHIPPED = (2, 16)  # the daemon as shipped: batch.inference_workers x batch.max_size
@@ -278,9 +277,7 @@ def main() -> int:
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="inboxsort-bench-backfill-") as tmp:
         figures = measure(args, Path(tmp), out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(out) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_results(args.out, out, figures)
     return 0
 
 

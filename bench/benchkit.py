@@ -213,3 +213,10 @@ def account(daemon: Daemon, library: Path, dropped: list[str]) -> tuple[bool, st
         f"{len(inbox)} left in the inbox: {'ok' if ok else 'MISMATCH'}"
     )
     return ok, text
+
+
+def write_results(out: Path, lines: list[str], figures: Mapping[str, Any]) -> None:
+    """Write the report's lines to `out` and the figures beside it as `out` with .json."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")

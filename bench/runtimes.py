@@ -8,7 +8,6 @@ the goals they are held against are in the README's Results.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -24,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.baselines import images_in, model_only_split, naive  # noqa: E402
-from bench.benchkit import Daemon, offline_env, write_site  # noqa: E402
+from bench.benchkit import Daemon, offline_env, write_results, write_site  # noqa: E402
 from bench.daemon_bench import e2e, flood_run  # noqa: E402
 
 SHIPPED = (2, 16)  # batch.inference_workers, batch.max_size
@@ -190,9 +189,7 @@ def main() -> int:
     out: list[str] = []
     say(f"{len(images_in(args.data))} images from {args.data}; {os.cpu_count()} cores", out)
     figures = measure(args, work, out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(out) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_results(args.out, out, figures)
     return 0
 
 

@@ -73,15 +73,20 @@ def _label(fields: dict[str, Any]) -> str:
     return label
 
 
-def _relabel(ctx: WebContext, image_id: int, label: str, classes: list[str]) -> Relabeled:
-    """relabel() for a row named by id, as `inboxsort label` would do it for its path."""
+def _path_if(ctx: WebContext, image_id: int, status: str, *, refusal: str) -> Path:
+    """The path of image `image_id`, refused with 404 if unknown, 409 if not in `status`."""
     with ctx.db.session() as session:
         row = image_row(session, image_id)
         if row is None:
             raise Refused(404, f"no image {image_id}")
-        if row.status != STATUS_FILED:
-            raise Refused(409, f"image {image_id} is {row.status}: only filed images take a label")
-        path = Path(row.path)
+        if row.status != status:
+            raise Refused(409, f"image {image_id} is {row.status}{refusal}")
+        return Path(row.path)
+
+
+def _relabel(ctx: WebContext, image_id: int, label: str, classes: list[str]) -> Relabeled:
+    """relabel() for a row named by id, as `inboxsort label` would do it for its path."""
+    path = _path_if(ctx, image_id, STATUS_FILED, refusal=": only filed images take a label")
     return relabel(
         ctx.db,
         image_path=path,
@@ -183,13 +188,7 @@ async def rollback(request: Request) -> Response:
 
 def _send_back(ctx: WebContext, image_id: int) -> dict[str, Any]:
     failed_dir, inbox = ctx.config.paths.failed, ctx.config.paths.inbox
-    with ctx.db.session() as session:
-        row = image_row(session, image_id)
-        if row is None:
-            raise Refused(404, f"no image {image_id}")
-        if row.status != STATUS_FAILED:
-            raise Refused(409, f"image {image_id} is {row.status}, not failed")
-        src = Path(row.path)
+    src = _path_if(ctx, image_id, STATUS_FAILED, refusal=", not failed")
     if not src.is_relative_to(failed_dir) or src == failed_dir:
         raise Refused(409, f"image {image_id} is not in the failed folder")
     target = free_name(inbox, src.name)

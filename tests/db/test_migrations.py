@@ -19,6 +19,7 @@ from inboxsort.db.heartbeat import read_heartbeats, write_heartbeat
 from inboxsort.db.histograms import Histogram
 from inboxsort.db.session import _alembic_config
 from inboxsort.errors import StoreError
+from tests.helpers.dbrace import concurrent_opens
 
 HEAD = "0005"
 TABLES = {"images", "corrections", "model_versions", "daemon_state"}
@@ -33,6 +34,14 @@ INDEXES = {
     },
     "corrections": {"ix_corrections_image_id"},
 }
+
+
+def _migrate_only_to(url: str, revision: str) -> None:
+    """Bring a fresh database up to an old `revision` only, as an older release left it."""
+    old = open_database(url, migrate=False)
+    with old.engine.connect() as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), revision)
+    old.close()
 
 
 @pytest.fixture
@@ -130,22 +139,7 @@ def test_readonly_does_not_migrate(tmp_path: Path) -> None:
 def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     # A daemon and a CLI may start together on a fresh file: the migration lock serialises them.
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def opener() -> None:
-        barrier.wait()
-        try:
-            open_database(url).close()
-        except BaseException as exc:  # collected and asserted on below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=opener) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert concurrent_opens(url) == []
     database = open_database(url, readonly=True)
     assert current_revision(database) == HEAD
     database.close()
@@ -223,10 +217,7 @@ def _image_values(db_file: Path, columns: str) -> dict[int, tuple]:
 
 
 def test_upgrading_an_0001_database_backfills_what_the_model_said(db_file: Path) -> None:
-    old = open_database(f"sqlite:///{db_file}", migrate=False)
-    with old.engine.connect() as conn, conn.begin():
-        command.upgrade(_alembic_config(conn), "0001")
-    old.close()
+    _migrate_only_to(f"sqlite:///{db_file}", "0001")
     _write_0001_rows(db_file)
 
     upgraded = open_database(f"sqlite:///{db_file}")
@@ -258,10 +249,7 @@ def test_upgrading_an_0001_database_backfills_what_the_model_said(db_file: Path)
 
 def test_upgrading_an_0002_database_marks_old_rows_as_from_the_inbox(db_file: Path) -> None:
     url = f"sqlite:///{db_file}"
-    old = open_database(url, migrate=False)
-    with old.engine.connect() as conn, conn.begin():
-        command.upgrade(_alembic_config(conn), "0002")
-    old.close()
+    _migrate_only_to(url, "0002")
     with sqlite3.connect(db_file) as raw:
         raw.execute(
             "INSERT INTO images (id, original_name, source_path, path, status, received_at) "
@@ -290,10 +278,7 @@ def test_upgrading_an_0002_database_marks_old_rows_as_from_the_inbox(db_file: Pa
 
 def test_upgrading_an_0004_database_keeps_heartbeats_and_adds_histograms(db_file: Path) -> None:
     url = f"sqlite:///{db_file}"
-    old = open_database(url, migrate=False)
-    with old.engine.connect() as conn, conn.begin():
-        command.upgrade(_alembic_config(conn), "0004")
-    old.close()
+    _migrate_only_to(url, "0004")
     with sqlite3.connect(db_file) as raw:
         raw.execute(
             "INSERT INTO daemon_state (node, pid, state, processed, failed, queue_depth, "

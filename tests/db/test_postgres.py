@@ -33,6 +33,7 @@ from inboxsort.db.session import MIGRATION_LOCK_KEY, _alembic_config
 from inboxsort.errors import StoreError
 from tests.db.test_migrations import _OLD_ROWS, INDEXES, TABLES
 from tests.helpers import pgdb
+from tests.helpers.dbrace import concurrent_opens
 
 
 @pytest.fixture
@@ -60,22 +61,7 @@ def test_a_fresh_database_gets_every_table_index_and_matches_the_orm(pg: Databas
 
 
 def test_concurrent_first_opens_migrate_once(fresh_pg_url: str) -> None:
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def opener() -> None:
-        barrier.wait()
-        try:
-            open_database(fresh_pg_url).close()
-        except BaseException as exc:  # collected and asserted on below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=opener) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert concurrent_opens(fresh_pg_url) == []
     with open_database(fresh_pg_url, readonly=True) as db, db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
         assert current_revision(db) == head_revision()
