@@ -293,7 +293,8 @@ class Daemon:
         idle_ticks = 0
         while not self.stop_event.wait(tick):
             now = time.monotonic()
-            if any(not t.is_alive() for t in self._threads):
+            # A stop asked for since the wait returned ends the threads on purpose.
+            if any(not t.is_alive() for t in self._threads) and not self.stop_event.is_set():
                 raise InboxsortError("a daemon thread died; see the log above")
             if self.once:
                 idle_ticks = idle_ticks + 1 if self.intake.idle() else 0
